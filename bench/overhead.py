@@ -1,0 +1,125 @@
+"""Throughput cost of measuring: a CPU-bound pure-Python loop with and without a tracker open.
+
+Interleaved in one process: each round runs the loop bare, inside
+``mlflow_green.track()`` and inside CodeCarbon's
+``OfflineEmissionsTracker(measure_power_secs=1)``, in a rotating order so
+drift (thermal, other load) hits all three alike. Only the loop is timed:
+tracker start/stop costs are measured by ``bench/run_overhead.py``.
+
+Prints per-round figures, the import cost that ``import mlflow_green`` adds to
+``import mlflow``, and last:
+``overhead_ratio=<ours> codecarbon_ratio=<theirs>`` (throughput without / with).
+
+    python bench/overhead.py            # 8 rounds of 4 s
+    python bench/overhead.py --quick    # under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+
+def spin(seconds: float) -> float:
+    """Run a pure-Python loop for ``seconds``; return iterations per second."""
+    n, x = 0, 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for i in range(2000):
+            x = (x * 31 + i) % 1_000_003
+        n += 2000
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+class _CodeCarbon(AbstractContextManager):
+    def __enter__(self) -> _CodeCarbon:
+        from codecarbon import OfflineEmissionsTracker
+
+        self.tracker = OfflineEmissionsTracker(
+            country_iso_code="FRA", measure_power_secs=1, save_to_file=False, log_level="error"
+        )
+        self.tracker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracker.stop()
+
+
+def _timed(ctx: Callable[[], AbstractContextManager], seconds: float) -> float:
+    with ctx():
+        return spin(seconds)
+
+
+def import_cost_ms(repeats: int) -> float:
+    """Median time ``import mlflow_green`` takes once ``mlflow`` is imported, in ms."""
+    code = (
+        "import time, mlflow; t = time.perf_counter(); import mlflow_green; "
+        "print((time.perf_counter() - t) * 1000)"
+    )
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        for _ in range(repeats)
+    ]
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2.5 s (< 1 minute)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="loop time per trial")
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 8)
+    seconds = args.seconds or (2.5 if args.quick else 4.0)
+
+    import mlflow_green
+
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    contenders: dict[str, Callable[[], AbstractContextManager]] = {
+        "none": nullcontext,
+        "mlflow-green": lambda: mlflow_green.track(country="FRA", sample_interval_s=1.0),
+        "codecarbon": _CodeCarbon,
+    }
+    # Warm up: first starts pay for CPU detection and imports, which are not loop overhead.
+    for ctx in contenders.values():
+        _timed(ctx, 0.3)
+
+    names = list(contenders)
+    results: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % 3 :] + names[: r % 3]
+        for name in order:
+            results[name].append(_timed(contenders[name], seconds))
+        print(
+            f"round {r + 1}/{rounds}: "
+            + "  ".join(f"{n}={results[n][-1] / 1e6:.3f} Mit/s" for n in names),
+            flush=True,
+        )
+
+    def ratio(name: str) -> float:
+        # Per-round ratios cancel slow drift; the median resists one noisy round.
+        return statistics.median(b / w for b, w in zip(results["none"], results[name], strict=True))
+
+    print(
+        f"import mlflow_green after import mlflow: {import_cost_ms(3 if args.quick else 7):.1f} ms"
+    )
+    print(f"overhead_ratio={ratio('mlflow-green'):.4f} codecarbon_ratio={ratio('codecarbon'):.4f}")
+
+
+if __name__ == "__main__":
+    main()

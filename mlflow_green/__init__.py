@@ -1,0 +1,38 @@
+"""mlflow-green: energy and carbon of machine learning as first-class numbers in MLflow.
+
+Public API (imported lazily so that ``import mlflow_green`` costs almost nothing):
+``track``, ``EnergyReport``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflow_green._version import __version__
+
+if TYPE_CHECKING:
+    from mlflow_green.measure import Tracker, track
+    from mlflow_green.report import EnergyReport
+
+__all__ = ["EnergyReport", "Tracker", "__version__", "track"]
+
+_LAZY = {
+    "track": "mlflow_green.measure",
+    "Tracker": "mlflow_green.measure",
+    "EnergyReport": "mlflow_green.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlflow_green' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,364 @@
+"""One background sampler per process; named, overlapping measurement windows.
+
+A window is a pair of snapshots of the same cumulative counters, so opening
+and closing one costs a meter read (microseconds), any number may overlap
+(a run, its nested runs, their phases, in several threads), and a one-second
+window still gets its exact counter delta. The sampler thread only exists
+while a window is open; it polls meters that need it (power integration,
+counter wraparound) and records the power timeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import psutil
+
+from mlflow_green.meters import DOMAINS, Meter
+
+_log = logging.getLogger(__name__)
+
+EnergyByDevice = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a window measured, before PUE and carbon intensity are applied."""
+
+    name: str
+    start_time: float
+    """Wall-clock start, seconds since the epoch."""
+    duration_s: float
+    energy_j_by_device: EnergyByDevice
+    """Joules per domain and device over the window (device level, no PUE)."""
+    methods: dict[str, str]
+    """How each domain was measured, e.g. ``{"cpu": "rapl"}``."""
+    hardware: dict[str, str]
+    scope: str
+    timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    """``(seconds since start, {domain: average watts since the previous point})``."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Domain -> why its meter stopped during the window (its energy stops there)."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    t: float  # time.monotonic()
+    energy_j: dict[str, EnergyByDevice]  # scope -> domain -> device -> cumulative J
+
+    def totals(self) -> _Point:
+        return _Point(
+            self.t,
+            {s: {d: sum(devs.values()) for d, devs in e.items()} for s, e in self.energy_j.items()},
+        )
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A timeline sample: cumulative joules per scope and domain (devices summed, to stay small)."""
+
+    t: float
+    energy_j: dict[str, dict[str, float]]
+
+
+def _cuda_synchronize() -> None:
+    # Pending GPU kernels belong to the window being closed (as Zeus does); torch
+    # is never imported here, only used if the user's program already has it.
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            for index in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(index)
+    except Exception as exc:  # a broken CUDA context must not break the user's job
+        _log.debug("mlflow-green: cuda synchronize failed: %s", exc)
+
+
+class _ProcessShare:
+    """This process tree's share of machine CPU time and memory, per segment between reads."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._cpu_s, self._busy_s = self._tree_cpu_s(), self._machine_busy_s()
+        self._total_mem = psutil.virtual_memory().total
+
+    def _tree_cpu_s(self) -> float:
+        t = self._proc.cpu_times()
+        # children_* holds children already waited for; live ones are added one by one.
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in self._proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:
+                continue
+        return total
+
+    @staticmethod
+    def _machine_busy_s() -> float:
+        t = psutil.cpu_times()
+        return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+
+    def _tree_rss(self) -> int:
+        rss = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return rss
+
+    def update(self) -> dict[str, float]:
+        """Fractions of each domain's energy since the last update that belong to this tree."""
+        cpu_s, busy_s = self._tree_cpu_s(), self._machine_busy_s()
+        d_busy = busy_s - self._busy_s
+        cpu = min(max((cpu_s - self._cpu_s) / d_busy, 0.0), 1.0) if d_busy > 0 else 0.0
+        self._cpu_s, self._busy_s = cpu_s, busy_s
+        # NVML has no per-process energy: a GPU is attributed whole to its user.
+        return {"cpu": cpu, "ram": min(self._tree_rss() / self._total_mem, 1.0), "gpu": 1.0}
+
+
+class Window:
+    """An open measurement: call :meth:`snapshot` for live values, :meth:`close` to end it."""
+
+    def __init__(
+        self, monitor: Monitor, name: str, scope: str, interval_s: float, start: _Snapshot
+    ) -> None:
+        self.name, self.scope, self.sample_interval_s = name, scope, interval_s
+        self._monitor, self._start = monitor, start
+        self._wall = time.time() - (time.monotonic() - start.t)
+        self._result: Measurement | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._result is not None
+
+    def snapshot(self) -> Measurement:
+        """What the window has measured so far; it stays open."""
+        if self._result is not None:
+            return self._result
+        return self._monitor._measure(self, close=False)
+
+    def close(self) -> Measurement:
+        """End the window (idempotent) and return its measurement."""
+        if self._result is None:
+            self._result = self._monitor._measure(self, close=True)
+        return self._result
+
+
+class Monitor:
+    """Reads every meter of the process; owns the sampler thread and the open windows."""
+
+    def __init__(self, meters: list[Meter]) -> None:
+        self._meters = meters
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._windows: dict[int, Window] = {}
+        self._ids = itertools.count()
+        self._last_raw: list[dict[str, float]] = [m.read() for m in meters]
+        zero = {m.domain: dict.fromkeys(m.devices, 0.0) for m in meters}
+        self._cum: dict[str, EnergyByDevice] = {"machine": _copy(zero)}
+        self._zero = zero
+        self._share: _ProcessShare | None = None
+        self._failures: dict[int, str] = {}
+        self._timeline: list[_Point] = []
+        self.methods = _methods(meters)
+        self.hardware = {
+            d: "; ".join(m.hardware() for m in meters if m.domain == d and m.hardware())
+            for d in DOMAINS
+        }
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self) -> _Snapshot:
+        """Advance the cumulative counters to now. Caller holds the lock."""
+        shares = self._share.update() if self._share is not None else None
+        for i, meter in enumerate(self._meters):
+            if i in self._failures:
+                continue
+            try:
+                raw = meter.read()
+            except Exception as exc:
+                self._fail(i, meter, exc)
+                continue
+            last = self._last_raw[i]
+            for device, value in raw.items():
+                delta = max(value - last.get(device, value), 0.0)
+                last[device] = value
+                for scope, cum in self._cum.items():
+                    factor = 1.0 if scope == "machine" else shares[meter.domain]  # type: ignore[index]
+                    by_dev = cum.setdefault(meter.domain, {})
+                    by_dev[device] = by_dev.get(device, 0.0) + delta * factor
+        return _Snapshot(time.monotonic(), {s: _copy(c) for s, c in self._cum.items()})
+
+    def _fail(self, index: int, meter: Meter, exc: Exception) -> None:
+        reason = f"{meter.method} failed ({type(exc).__name__}: {exc})"
+        self._failures[index] = reason
+        warnings.warn(
+            f"mlflow-green: {meter.domain} meter {reason}; its energy stops at the last reading",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    # -- windows ---------------------------------------------------------------------------
+    def open(self, name: str, scope: str = "machine", sample_interval_s: float = 1.0) -> Window:
+        """Open a window named ``name``; starts the sampler thread if none runs."""
+        _cuda_synchronize()
+        with self._lock:
+            if scope == "process" and "process" not in self._cum:
+                self._read()  # close the machine-scope segment before attribution starts
+                self._share = _ProcessShare()
+                self._cum["process"] = _copy(self._zero)
+            start = self._read()
+            window = Window(self, name, scope, sample_interval_s, start)
+            self._windows[next(self._ids)] = window
+            if not self._timeline or self._timeline[-1].t < start.t:
+                self._timeline.append(start.totals())
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="mlflow-green-sampler", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._wake.set()  # a shorter interval may apply now
+        return window
+
+    def _measure(self, window: Window, close: bool) -> Measurement:
+        _cuda_synchronize()
+        with self._lock:
+            end = self._read()
+            points = [s for s in self._timeline if window._start.t < s.t < end.t]
+            if close:
+                self._windows = {k: w for k, w in self._windows.items() if w is not window}
+                self._trim()
+            failures = {self._meters[i].domain: r for i, r in self._failures.items()}
+        start = window._start
+        energy = _diff(end.energy_j[window.scope], start.energy_j[window.scope])
+        return Measurement(
+            name=window.name,
+            start_time=window._wall,
+            duration_s=end.t - start.t,
+            energy_j_by_device=energy,
+            methods=dict(self.methods),
+            hardware=dict(self.hardware),
+            scope=window.scope,
+            timeline=_timeline(
+                [start.totals(), *points, end.totals()], window.scope, window.sample_interval_s
+            ),
+            failures=failures,
+        )
+
+    def _trim(self) -> None:
+        # Keep only the samples an open window may still need.
+        if not self._windows:
+            self._timeline.clear()
+            return
+        oldest = min(w._start.t for w in self._windows.values())
+        self._timeline = [s for s in self._timeline if s.t >= oldest]
+
+    # -- sampler thread --------------------------------------------------------------------
+    def _interval(self) -> float:
+        intervals = [w.sample_interval_s for w in self._windows.values()]
+        intervals += [m.poll_interval_s for m in self._meters if m.poll_interval_s]
+        return min(intervals, default=1.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._windows:
+                    self._thread = None
+                    return
+                interval = self._interval()
+                due = min(w.sample_interval_s for w in self._windows.values())
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                with self._lock:
+                    snap = self._read()
+                    last = self._timeline[-1].t if self._timeline else float("-inf")
+                    if snap.t - last >= due * 0.95:
+                        self._timeline.append(snap.totals())
+            except Exception as exc:  # the sampler must outlive any fault
+                _log.warning("mlflow-green: sampler error: %s", exc)
+
+    def close(self) -> None:
+        """Stop measuring and release the meters."""
+        with self._lock:
+            self._windows.clear()
+            self._wake.set()
+            for meter in self._meters:
+                try:
+                    meter.close()
+                except Exception as exc:
+                    _log.debug("mlflow-green: closing %s: %s", meter.method, exc)
+
+
+def _copy(energy: EnergyByDevice) -> EnergyByDevice:
+    return {domain: dict(devices) for domain, devices in energy.items()}
+
+
+def _diff(end: EnergyByDevice, start: EnergyByDevice) -> EnergyByDevice:
+    return {
+        domain: {dev: j - start.get(domain, {}).get(dev, 0.0) for dev, j in devices.items()}
+        for domain, devices in end.items()
+    }
+
+
+def _methods(meters: list[Meter]) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    for m in meters:
+        out.setdefault(m.domain, [])
+        if m.method not in out[m.domain]:
+            out[m.domain].append(m.method)
+    return {d: "+".join(out.get(d, ["none"])) for d in DOMAINS}
+
+
+def _timeline(
+    snaps: list[_Point], scope: str, interval_s: float
+) -> list[tuple[float, dict[str, float]]]:
+    """Average power per domain between kept snapshots at least ``interval_s`` apart."""
+    if len(snaps) < 2:
+        return []
+    t0, out = snaps[0].t, []
+    prev = snaps[0]
+    for i, snap in enumerate(snaps[1:], 1):
+        is_last = i == len(snaps) - 1
+        dt = snap.t - prev.t
+        if dt <= 0 or (dt < interval_s * 0.95 and not is_last):
+            continue
+        now, before = snap.energy_j[scope], prev.energy_j[scope]
+        power = {d: (now.get(d, 0.0) - before.get(d, 0.0)) / dt for d in DOMAINS}
+        out.append((snap.t - t0, power))
+        prev = snap
+    return out
+
+
+_MONITOR: Monitor | None = None
+_MONITOR_LOCK = threading.Lock()
+
+
+def get_monitor() -> Monitor:
+    """The process's monitor, opening the machine's meters on first use."""
+    global _MONITOR
+    with _MONITOR_LOCK:
+        if _MONITOR is None:
+            from mlflow_green.meters import discover
+
+            _MONITOR = Monitor(discover())
+        return _MONITOR
+
+
+def _forget_after_fork() -> None:
+    # A forked child inherits the monitor but not its thread or meter handles.
+    global _MONITOR, _MONITOR_LOCK
+    _MONITOR, _MONITOR_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
