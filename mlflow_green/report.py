@@ -119,8 +119,9 @@ class EnergyReport:
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the methods and the configuration, JSON-ready."""
         out = asdict(self)
-        out["timeline"] = [{"t_s": p.t_s, **{f"{k}_w": v for k, v in p.power_w.items()}}
-                           for p in self.timeline]
+        out["timeline"] = [
+            {"t_s": p.t_s, **{f"{k}_w": v for k, v in p.power_w.items()}} for p in self.timeline
+        ]
         out.update(
             energy_kwh=self.energy_kwh,
             co2eq_kg=self.co2eq_kg,
@@ -149,3 +150,105 @@ class EnergyReport:
             f"in {self.duration_s:.2f} s [{parts}; PUE {self.pue:g}, "
             f"{self.carbon_intensity_g_per_kwh:g} g/kWh]"
         )
+
+
+# -- rendering to MLflow names (the public contract in DESIGN.md) ------------------------------
+
+
+def final_metrics(report: EnergyReport) -> dict[str, float]:
+    """The run's summary metrics: ``green/energy_kwh``, ``green/co2eq_kg``, ``green/duration_s``
+    and ``green/energy/<domain>_kwh``."""
+    out = {
+        "green/energy_kwh": report.energy_kwh,
+        "green/co2eq_kg": report.co2eq_kg,
+        "green/duration_s": report.duration_s,
+    }
+    for domain, kwh in report.energy_kwh_by_domain.items():
+        out[f"green/energy/{domain}_kwh"] = kwh
+    return out
+
+
+def cumulative_metrics(report: EnergyReport) -> dict[str, float]:
+    """What a periodic flush logs, so a run that dies keeps what was measured."""
+    return {"green/energy_kwh": report.energy_kwh, "green/co2eq_kg": report.co2eq_kg}
+
+
+def timeline_metrics(
+    report: EnergyReport, start: int = 0, stop: int | None = None
+) -> list[tuple[str, float, int, int]]:
+    """``(key, watts, step, timestamp_ms)`` for timeline points ``start`` to ``stop``.
+
+    Step is whole seconds since the run started; the timestamp keeps points of
+    sub-second timelines apart.
+    """
+    rows = []
+    for point in report.timeline[start:stop]:
+        ts = int((report.start_time + point.t_s) * 1000)
+        for domain, watts in point.power_w.items():
+            if report.methods.get(domain, "none") != "none":
+                rows.append((f"green/power/{domain}_w", watts, int(point.t_s), ts))
+    return rows
+
+
+def tags(report: EnergyReport) -> dict[str, str]:
+    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version."""
+    out = {
+        "green.country": report.country or "unknown",
+        "green.carbon_intensity_g_per_kwh": f"{report.carbon_intensity_g_per_kwh:g}",
+        "green.carbon_intensity_source": report.intensity_source,
+        "green.pue": f"{report.pue:g}",
+        "green.scope": report.scope,
+        "green.version": report.version,
+        "green.hardware": " | ".join(h for h in report.hardware.values() if h) or "unknown",
+    }
+    for domain in DOMAINS:
+        out[f"green.{domain}_meter"] = report.methods.get(domain, "none")
+    if report.region:
+        out["green.region"] = report.region
+    if report.cloud_provider:
+        out["green.cloud"] = f"{report.cloud_provider}:{report.cloud_region}"
+    if report.failures:
+        out["green.meter_failures"] = "; ".join(f"{d}: {r}" for d, r in report.failures.items())
+    # MLflow caps tag values at 8000 characters.
+    return {k: v[:8000] for k, v in out.items()}
+
+
+def write_artifacts(report: EnergyReport, folder: str) -> list[str]:
+    """Write ``report.json``, ``timeline.csv`` and ``power.png`` into ``folder``."""
+    import os
+
+    paths = [os.path.join(folder, n) for n in ("report.json", "timeline.csv", "power.png")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        f.write(report.to_json(indent=2))
+    frame = report.timeline_frame()
+    frame.to_csv(paths[1], index=False)
+    _plot_power(report, frame, paths[2])
+    return paths
+
+
+def _plot_power(report: EnergyReport, frame: pd.DataFrame, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
+
+    fig = Figure(figsize=(8, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    for domain in DOMAINS:
+        if report.methods.get(domain, "none") != "none" and len(frame):
+            ax.step(
+                frame["t_s"],
+                frame[f"{domain}_w"],
+                where="pre",
+                label=f"{domain} ({report.methods[domain]})",
+            )
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("power (W)")
+    ax.set_title(
+        f"{report.name}: {report.energy_kwh * 1000:.4g} Wh, {report.co2eq_kg * 1000:.4g} g CO2eq"
+    )
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)

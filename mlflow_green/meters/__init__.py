@@ -19,9 +19,10 @@ _log = logging.getLogger(__name__)
 
 def discover() -> list[Meter]:
     """Open the meters of this machine: NVML for GPUs, RAPL or estimates for CPU and RAM."""
+    from mlflow_green.meters._cpuinfo import cpu_model_name
     from mlflow_green.meters.estimate import CpuTdpMeter, RamSizeMeter
     from mlflow_green.meters.nvml import open_nvml_meters
-    from mlflow_green.meters.rapl import cpu_model_name, open_rapl_meters
+    from mlflow_green.meters.rapl import open_rapl_meters
 
     meters: list[Meter] = []
     try:
