@@ -362,3 +362,15 @@ def _forget_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def reset_monitor() -> None:
+    """Close the process's monitor and its meters; the next use rediscovers the hardware.
+
+    For tests and for programs whose hardware view changed (e.g. ``CUDA_VISIBLE_DEVICES``).
+    """
+    global _MONITOR
+    with _MONITOR_LOCK:
+        monitor, _MONITOR = _MONITOR, None
+    if monitor is not None:
+        monitor.close()
