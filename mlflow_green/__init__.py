@@ -1,7 +1,7 @@
 """mlflow-green: energy and carbon of machine learning as first-class numbers in MLflow.
 
 Public API (imported lazily so that ``import mlflow_green`` costs almost nothing):
-``track``, ``EnergyReport``.
+``autolog``, ``track``, ``phase``, ``flush``, ``EnergyReport``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from typing import TYPE_CHECKING, Any
 from mlflow_green._version import __version__
 
 if TYPE_CHECKING:
+    from mlflow_green.autolog import autolog, flush
     from mlflow_green.measure import Tracker, track
+    from mlflow_green.phases import phase
     from mlflow_green.report import EnergyReport
 
-__all__ = ["EnergyReport", "Tracker", "__version__", "track"]
+__all__ = ["EnergyReport", "Tracker", "__version__", "autolog", "flush", "phase", "track"]
 
 _LAZY = {
+    "autolog": "mlflow_green.autolog",
+    "flush": "mlflow_green.autolog",
+    "phase": "mlflow_green.phases",
     "track": "mlflow_green.measure",
     "Tracker": "mlflow_green.measure",
     "EnergyReport": "mlflow_green.report",

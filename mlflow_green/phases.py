@@ -1,0 +1,86 @@
+"""``phase(name)``: the energy of one lifecycle phase (data preparation, training, ...) of a run."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from types import ModuleType, TracebackType
+
+from mlflow_green.config import MeasureConfig
+from mlflow_green.measure import Tracker
+
+# MLflow metric names allow these characters; "/" would split the UI section.
+_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+
+
+def _hooks() -> ModuleType:
+    """The run-hooks module; ``mlflow_green.autolog`` may name the function instead."""
+    import importlib
+
+    return importlib.import_module("mlflow_green.autolog")
+
+
+class Phase(Tracker):
+    """A :class:`~mlflow_green.measure.Tracker` whose energy is added to the active run."""
+
+    def __init__(self, name: str, config: MeasureConfig, run_id: str | None) -> None:
+        super().__init__(name, config)
+        self.run_id = run_id
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        report = self.stop()
+        if report is None or self.run_id is None:
+            return
+        try:
+            total_j = _hooks().add_phase_energy(self.run_id, self.name, report.device_energy_j)
+            if total_j is None:  # run not measured by autolog: log the phase alone
+                total_j = report.device_energy_j
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient().log_metric(
+                self.run_id, f"green/phase/{self.name}_kwh", total_j * report.pue / 3.6e6
+            )
+        except Exception as exc:  # never break the user's job
+            warnings.warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
+
+
+def phase(name: str) -> Phase:
+    """Measure a lifecycle phase of the active MLflow run as ``green/phase/<name>_kwh``.
+
+    >>> with mlflow.start_run():
+    ...     with mlflow_green.phase("preprocess"):
+    ...         prepare()
+    ...     with mlflow_green.phase("train"):
+    ...         fit()
+
+    A phase that repeats is summed; phases may nest (an outer phase includes
+    the inner one). The value is facility energy (PUE applied), like
+    ``green/energy_kwh``. Outside a run it measures but logs nothing, with a
+    warning. Raises ``ValueError`` for a name MLflow cannot use as a metric.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"phase name {name!r} is invalid: use letters, digits, '_', '-', '.' or spaces "
+            "(it becomes the metric green/phase/<name>_kwh)"
+        )
+    state = _hooks()._STATE
+    config = state.config.measure if state is not None else MeasureConfig.build()
+    run_id = None
+    try:
+        import mlflow
+
+        active = mlflow.active_run()
+        run_id = active.info.run_id if active is not None else None
+    except Exception:
+        run_id = None
+    if run_id is None:
+        warnings.warn(
+            f"mlflow-green: phase {name!r} has no active MLflow run: measured, not logged",
+            stacklevel=2,
+        )
+    return Phase(name, config, run_id)
