@@ -237,6 +237,8 @@ class Monitor:
             if close:
                 self._windows = {k: w for k, w in self._windows.items() if w is not window}
                 self._trim()
+                if not self._windows:
+                    self._wake.set()  # let the sampler thread end now, not one interval later
             failures = {self._meters[i].domain: r for i, r in self._failures.items()}
         start = window._start
         energy = _diff(end.energy_j[window.scope], start.energy_j[window.scope])
@@ -280,6 +282,8 @@ class Monitor:
             self._wake.clear()
             try:
                 with self._lock:
+                    if not self._windows:  # the last window closed (or close()) while we slept
+                        continue
                     snap = self._read()
                     last = self._timeline[-1].t if self._timeline else float("-inf")
                     if snap.t - last >= due * 0.95:

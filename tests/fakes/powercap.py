@@ -166,8 +166,14 @@ class PowercapTree:
         self._energy_uj[owner] = value
         for zone, counter in self._counter_of.items():
             if counter == owner:
-                # Rewrite in place, like sysfs: the same inode shows the new value.
-                (self._zone_dirs[zone] / "energy_uj").write_text(f"{value}\n")
+                # A sysfs read returns a whole value: write aside and rename, so a reader
+                # in another thread never sees a half-written (empty) file.
+                target = self._zone_dirs[zone] / "energy_uj"
+                staged = target.with_name("energy_uj.new")
+                staged.write_text(f"{value}\n")
+                if target.exists():
+                    staged.chmod(target.stat().st_mode & 0o777)
+                os.replace(staged, target)
 
     def energy_uj(self, zone_id: str) -> int:
         """The zone's raw counter, microjoules."""

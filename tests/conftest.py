@@ -1,0 +1,125 @@
+"""Shared fixtures: the hardware stand-ins and a freshly discovered monitor for every test.
+
+* ``fake_nvml``: the scenario-driven fake ``pynvml`` (tests/fakes/pynvml.py) in
+  ``sys.modules``, on a manual clock unless the test asks for real time.
+* ``fake_powercap``: a fake RAPL powercap tree (tests/fakes/powercap.py) that
+  :func:`mlflow_green.meters.discover` finds through ``MLFLOW_GREEN_POWERCAP_ROOT``.
+* ``fresh_monitor`` (autouse): ``reset_monitor()`` before and after every test, so
+  each test discovers the hardware afresh and leaves no sampler thread behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mlflow_green import monitor as monitor_module
+from mlflow_green.meters.rapl import ROOT_ENV
+from tests.fakes.powercap import PowercapTree
+
+FAKES = Path(__file__).parent / "fakes"
+#: Name of the monitor's background thread.
+SAMPLER_THREAD_NAME = "mlflow-green-sampler"
+
+
+def sampler_threads() -> list[threading.Thread]:
+    """The live sampler threads of this process."""
+    return [t for t in threading.enumerate() if t.name == SAMPLER_THREAD_NAME]
+
+
+def reset_and_wait(timeout_s: float = 10.0) -> None:
+    """``reset_monitor()``, then wait for the reset monitor's sampler thread to end.
+
+    Only that monitor's thread is waited for: a monitor a test built itself is its own
+    business. Waiting means nothing of one test runs on into the next.
+    """
+    current = monitor_module._MONITOR
+    thread = current._thread if current is not None else None
+    monitor_module.reset_monitor()
+    if thread is not None:
+        thread.join(timeout_s)
+
+
+@pytest.fixture(autouse=True)
+def fresh_monitor() -> Iterator[None]:
+    """Every test starts and ends with no process monitor: hardware is discovered afresh."""
+    reset_and_wait()
+    yield
+    reset_and_wait()
+
+
+class FakeNvml:
+    """The fake ``pynvml`` module with its clock, and shortcuts to drive both.
+
+    The clock is a :class:`ManualClock` (time moves only with :meth:`advance`) unless
+    :meth:`use_real_time` is called; call that before :meth:`configure`.
+    """
+
+    def __init__(self, module: ModuleType) -> None:
+        self.pynvml = module
+        self.clock: Any = module.ManualClock(start=5000.0)
+        module.set_clock(self.clock)
+
+    def use_real_time(self) -> None:
+        """Run the fake on ``time.monotonic``, the clock the NVML power meter integrates with."""
+        self.clock = None
+        self.pynvml.set_clock(time.monotonic)
+
+    def configure(self, devices: list[dict[str, Any]], **scenario: Any) -> None:
+        """Describe the GPUs (see tests/fakes/pynvml.py); restarts the fake's epoch."""
+        self.pynvml.configure({"driver": True, "devices": devices, **scenario})
+
+    def now(self) -> float:
+        """Seconds since the epoch on the fake's clock (the profiles' time axis)."""
+        return self.pynvml.now_s()
+
+    def advance(self, dt_s: float) -> float:
+        """Move the manual clock forward; returns the new :meth:`now`."""
+        if self.clock is None:
+            raise RuntimeError("the fake runs on real time: it cannot be advanced")
+        self.clock.advance(dt_s)
+        return self.now()
+
+    def counter_integral_j(self, uuid: str, t0: float, t1: float) -> float:
+        """What a perfect reader of the energy counter sees between ``t0`` and ``t1``."""
+        return self.pynvml.counter_integral_j(uuid, t0, t1)
+
+    def integral_j(self, uuid: str, t0: float, t1: float) -> float:
+        """The exact energy of the power profile between ``t0`` and ``t1``."""
+        return self.pynvml.integral_j(uuid, t0, t1)
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
+    """A fresh copy of the fake ``pynvml`` as ``sys.modules["pynvml"]``; no GPU until configured."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    spec = importlib.util.spec_from_file_location("pynvml", FAKES / "pynvml.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # setitem puts back whatever ``pynvml`` was before (the real module, or nothing).
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("FAKE_NVML_SCENARIO", raising=False)
+    yield FakeNvml(module)
+    # Close the meters while the fake they hold is still the one in sys.modules.
+    reset_and_wait()
+
+
+@pytest.fixture
+def fake_powercap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PowercapTree]:
+    """An empty fake powercap tree that ``discover()`` will use; add packages before measuring."""
+    root = tmp_path / "powercap-root"
+    root.mkdir()
+    tree = PowercapTree(root)
+    monkeypatch.setenv(ROOT_ENV, str(tree.path))
+    yield tree
+    reset_and_wait()
