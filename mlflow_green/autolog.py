@@ -16,8 +16,10 @@ import atexit
 import functools
 import logging
 import signal
+import sys
 import threading
 import time
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,13 @@ from mlflow_green.report import (
 
 _log = logging.getLogger(__name__)
 _TERMINAL = {"FINISHED", "FAILED", "KILLED"}
+# Metrics that add up over a resumed run's sessions (power is an average, not additive).
+_ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s")
+_ADDITIVE_PREFIXES = ("green/energy/", "green/phase/")
+# How long a run's end waits for a periodic flush of the same run still talking to the server.
+_FINAL_WAIT_S = 10.0
+# What ``silent=True`` hides: every warning of this package starts so.
+_WARNING_PREFIX = "mlflow-green:"
 
 
 @dataclass(frozen=True)
@@ -51,36 +60,50 @@ class AutologConfig:
 
 @dataclass
 class _Tracked:
-    """One run being measured."""
+    """One run being measured (one session of it, for a resumed run)."""
 
     run_id: str
     window: Window
     client: Any  # the TrackingServiceClient that created the run: it knows the tracking URI
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Re-entrant: the SIGTERM handler runs in the main thread, maybe while it holds the lock.
+    lock: threading.RLock = field(default_factory=threading.RLock)
     timeline_logged: int = 0
     tags_logged: bool = False
     flush_failed: bool = False
     phases_j: dict[str, float] = field(default_factory=dict)
+    # A resumed run: the additive values its earlier sessions logged, and the first step
+    # after them, so that this session's totals are the run's latest values.
+    base: dict[str, float] = field(default_factory=dict)
+    step_offset: int = 0
+
+    def totals(self, values: dict[str, float], all_keys: bool = False) -> dict[str, float]:
+        """``values`` plus the earlier sessions' (and their other additive keys if ``all_keys``)."""
+        out = dict(values)
+        for key, value in self.base.items():
+            if key in out or all_keys:
+                out[key] = out.get(key, 0.0) + value
+        return out
 
 
 class _State:
     def __init__(self, config: AutologConfig) -> None:
         self.config = config
         self.runs: dict[str, _Tracked] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant for the same reason as _Tracked.lock
         self.wake = threading.Event()
         self.flusher: threading.Thread | None = None
 
     def warn(self, message: str) -> None:
         if self.config.silent:
-            _log.debug(message)
+            _log.debug("%s %s", _WARNING_PREFIX, message)
         else:
-            warnings.warn(f"mlflow-green: {message}", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"{_WARNING_PREFIX} {message}", RuntimeWarning, stacklevel=2)
 
 
 _STATE: _State | None = None
 _ORIGINALS: dict[tuple[Any, str], Any] = {}
-_PREVIOUS_SIGTERM: Any = None
+_NO_HANDLER = object()  # SIGTERM handler not installed (``None`` is a valid previous handler)
+_PREVIOUS_SIGTERM: Any = _NO_HANDLER
 
 
 def autolog(
@@ -115,6 +138,9 @@ def autolog(
 
     Every argument also reads ``MLFLOW_GREEN_<NAME>`` when not given. Calling
     ``autolog`` again reconfigures. Invalid values raise ``ValueError`` here.
+
+    A resumed run (``mlflow.start_run(run_id=...)``, ``MlflowClient().update_run(id,
+    "RUNNING")``) is measured from the resume; its totals add the earlier sessions'.
     """
     global _STATE
     if resolve("disable", disable, False, lambda v: parse_bool(v, "disable")):
@@ -139,9 +165,15 @@ def autolog(
         ),
         silent=resolve("silent", silent, False, lambda v: parse_bool(v, "silent")),
     )
+    _set_silent(config.silent)
     if _STATE is None:
         _STATE = _State(config)
-        _install()
+        try:
+            _install()
+        except Exception as exc:  # an MLflow whose internals moved: measure nothing, say so
+            state = _STATE
+            _uninstall()
+            state.warn(f"autolog could not hook into MLflow ({exc!r}); runs are not measured")
     else:
         _STATE.config = config  # runs already open keep measuring, with the new settings
         _STATE.wake.set()
@@ -150,6 +182,23 @@ def autolog(
 def is_enabled() -> bool:
     """Whether ``autolog`` hooks are installed."""
     return _STATE is not None
+
+
+def _set_silent(silent: bool) -> None:
+    # The monitor and meters warn directly (from any thread): silence them by message.
+    if silent:
+        warnings.filterwarnings("ignore", message=_WARNING_PREFIX)
+        return
+    kept = [
+        f
+        for f in warnings.filters
+        if not (f[0] == "ignore" and getattr(f[1], "pattern", None) == _WARNING_PREFIX)
+    ]
+    if len(kept) != len(warnings.filters):
+        warnings.filters[:] = kept
+        mutated = getattr(warnings, "_filters_mutated", None)  # drops cached decisions
+        if callable(mutated):
+            mutated()
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -164,6 +213,7 @@ def _patch(owner: Any, name: str, make: Any) -> None:
 
 
 def _install() -> None:
+    import mlflow
     from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
@@ -177,7 +227,10 @@ def _install() -> None:
 
     def set_terminated(original: Any) -> Any:
         def wrapper(self: Any, run_id: str, *args: Any, **kwargs: Any) -> Any:
-            _on_end(self, run_id)  # final values land before the run is marked terminated
+            # Final values land before the run is marked terminated, and no later than the
+            # end time a caller gives (MLflow's autologging client ends runs after the fact).
+            end_time = kwargs.get("end_time", args[1] if len(args) > 1 else None)
+            _on_end(self, run_id, end_time)
             return original(self, run_id, *args, **kwargs)
 
         return wrapper
@@ -188,7 +241,7 @@ def _install() -> None:
                 _on_end(self, run_id)
             result = original(self, run_id, status, *args, **kwargs)
             if status == "RUNNING":
-                _on_start(self, run_id)  # MlflowClient().update_run(id, "RUNNING") resumes
+                _on_start(self, run_id, resumed=True)  # MlflowClient().update_run(id, "RUNNING")
             return result
 
         return wrapper
@@ -197,7 +250,9 @@ def _install() -> None:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             active = original(*args, **kwargs)
             # A resumed run (run_id=..., MLFLOW_RUN_ID) bypasses create_run: measure from here.
-            _on_start(None, active.info.run_id)
+            state = _STATE
+            if state is not None and active.info.run_id not in state.runs:
+                _on_start(None, active.info.run_id, run=active, resumed=True)
             return active
 
         return wrapper
@@ -205,9 +260,7 @@ def _install() -> None:
     _patch(TrackingServiceClient, "create_run", create_run)
     _patch(TrackingServiceClient, "set_terminated", set_terminated)
     _patch(TrackingServiceClient, "update_run", update_run)
-    import mlflow
-
-    if getattr(fluent.start_run, "__mlflow_green_wrapped__", False) is False:
+    if not getattr(fluent.start_run, "__mlflow_green_wrapped__", False):
         _patch(fluent, "start_run", start_run)
         if getattr(mlflow, "start_run", None) is _ORIGINALS[(fluent, "start_run")]:
             mlflow.start_run = fluent.start_run
@@ -216,13 +269,14 @@ def _install() -> None:
 
 def _uninstall() -> None:
     global _STATE
-    import mlflow
-
     for (owner, name), original in list(_ORIGINALS.items()):
         if owner.__dict__.get(name) is not original:
             setattr(owner, name, original)
-        if name == "start_run" and getattr(mlflow, "start_run", None) is not original:
-            mlflow.start_run = original
+        if name == "start_run":
+            import mlflow
+
+            if getattr(mlflow, "start_run", None) is not original:
+                mlflow.start_run = original
     _ORIGINALS.clear()
     state, _STATE = _STATE, None
     if state is not None:
@@ -232,6 +286,7 @@ def _uninstall() -> None:
             tracked.window.close()
         state.wake.set()
     _uninstall_sigterm()
+    _set_silent(False)
 
 
 def _safely(func: Any) -> Any:
@@ -242,27 +297,47 @@ def _safely(func: Any) -> Any:
         except Exception as exc:
             state = _STATE
             if state is not None:
-                state.warn(f"{func.__name__[1:]} failed: {exc!r}; the run is not affected")
+                what = "starting" if func.__name__ == "_on_start" else "ending"
+                state.warn(
+                    f"measuring a run failed while {what} ({exc!r}); the run is not affected"
+                )
+            else:
+                _log.debug("%s %s failed: %r", _WARNING_PREFIX, func.__name__, exc)
             return None
 
     return wrapper
 
 
 @_safely
-def _on_start(client: Any, run_id: str) -> None:
+def _on_start(client: Any, run_id: str, run: Any = None, resumed: bool = False) -> None:
     state = _STATE
     if state is None or run_id in state.runs:
         return
     if client is None:
         client = _tracking_client()
+    base, offset = _earlier_sessions(client, run_id, run) if resumed else ({}, 0)
     cfg = state.config.measure
     window = get_monitor().open(f"run {run_id}", cfg.scope, cfg.sample_interval_s)
     with state.lock:
         if run_id in state.runs:  # lost a race with another thread: keep the first window
             window.close()
             return
-        state.runs[run_id] = _Tracked(run_id, window, client)
+        state.runs[run_id] = _Tracked(run_id, window, client, base=base, step_offset=offset)
         _ensure_flusher(state)
+
+
+def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, float], int]:
+    """What a resumed run already holds: its additive green totals and the next free step."""
+    run = run if run is not None else client.get_run(run_id)
+    base = {
+        k: v
+        for k, v in run.data.metrics.items()
+        if k in _ADDITIVE or k.startswith(_ADDITIVE_PREFIXES)
+    }
+    if not base:
+        return {}, 0
+    history = client.get_metric_history(run_id, "green/energy_kwh")
+    return base, max((m.step for m in history), default=-1) + 1
 
 
 def _tracking_client() -> Any:
@@ -273,7 +348,7 @@ def _tracking_client() -> Any:
 
 
 @_safely
-def _on_end(client: Any, run_id: str) -> None:
+def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
     state = _STATE
     if state is None:
         return
@@ -281,49 +356,86 @@ def _on_end(client: Any, run_id: str) -> None:
         tracked = state.runs.pop(run_id, None)
     if tracked is None:
         return
-    with tracked.lock:
+    # A periodic flush of this run may be under way; do not wait on a server that hangs.
+    locked = tracked.lock.acquire(timeout=_FINAL_WAIT_S)
+    try:
         report = EnergyReport.from_measurement(tracked.window.close(), state.config.measure)
-        _log_final(state, tracked, client or tracked.client, report)
+        _log_final(state, tracked, client or tracked.client, report, end_time_ms)
+    finally:
+        if locked:
+            tracked.lock.release()
 
 
-def _log_final(state: _State, tracked: _Tracked, client: Any, report: EnergyReport) -> None:
+def _log_final(
+    state: _State,
+    tracked: _Tracked,
+    client: Any,
+    report: EnergyReport,
+    end_time_ms: int | None = None,
+) -> None:
     from mlflow.entities import Metric, RunTag
 
     now_ms = int(time.time() * 1000)
-    step = int(report.duration_s)
-    values = {**final_metrics(report), **_phase_metrics(tracked, report.pue)}
+    if end_time_ms:
+        now_ms = min(now_ms, int(end_time_ms))
+    step = tracked.step_offset + int(report.duration_s)
+    summary = final_metrics(report)
+    values = tracked.totals({**summary, **_phase_metrics(tracked, report.pue)}, all_keys=True)
     metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
-    metrics += [
-        Metric(k, v, t, s) for k, v, s, t in timeline_metrics(report, tracked.timeline_logged)
-    ]
+    metrics += _timeline_rows(tracked, report, tracked.timeline_logged, None, now_ms)
     run_tags = [RunTag(k, v) for k, v in tags(report).items()]
     try:
-        try:
-            run = client.get_run(tracked.run_id)
-            model_ids = {o.model_id for o in (run.outputs.model_outputs if run.outputs else [])}
-        except Exception:
-            model_ids = set()
-        # Attaching the summary to the run's LoggedModels makes them searchable by energy.
+        # One read first: it finds the run's LoggedModels, and a store that cannot be
+        # reached fails here, once, before anything else is tried.
+        run = client.get_run(tracked.run_id)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        # The summary attached to the run's LoggedModels makes them searchable by energy.
         metrics += [
-            Metric(k, v, now_ms, step, model_id=mid, run_id=tracked.run_id)
-            for mid in sorted(model_ids)
-            for k, v in final_metrics(report).items()
+            Metric(k, values[k], now_ms, step, model_id=mid, run_id=tracked.run_id)
+            for mid in sorted({o.model_id for o in outputs})
+            for k in summary
         ]
         _log_batches(client, tracked.run_id, metrics, run_tags)
         if state.config.log_artifacts:
             _log_artifacts(client, tracked.run_id, report)
     except Exception as exc:
-        path = spool.write(client.tracking_uri, tracked.run_id, report, metrics, run_tags)
-        state.warn(
-            f"could not log energy to run {tracked.run_id} ({exc!r}); the report was saved to "
-            f"{path}; upload it later with `mlflow-green sync`"
+        _spool(state, client, tracked.run_id, report, metrics, run_tags, exc)
+
+
+def _spool(
+    state: _State,
+    client: Any,
+    run_id: str,
+    report: EnergyReport,
+    metrics: list,
+    run_tags: list,
+    error: Exception,
+) -> None:
+    try:
+        path = spool.write(
+            client.tracking_uri,
+            run_id,
+            report,
+            metrics,
+            run_tags,
+            log_artifacts=state.config.log_artifacts,
         )
+    except Exception as exc:
+        state.warn(
+            f"could not log energy to run {run_id} ({error!r}) nor save it in the spool folder "
+            f"{spool.spool_dir()} ({exc!r}); this run's energy report is lost"
+        )
+        return
+    state.warn(
+        f"could not log energy to run {run_id} ({error!r}); the report was saved to {path}; "
+        "upload it later with `mlflow-green sync` (or mlflow_green.spool.sync())"
+    )
 
 
 def _log_batches(client: Any, run_id: str, metrics: list, run_tags: list) -> None:
-    for i in range(0, max(len(metrics), 1), 1000):  # MLflow's per-request limits
-        chunk_tags = run_tags if i == 0 else []
-        client.log_batch(run_id, metrics=metrics[i : i + 1000], params=[], tags=chunk_tags[:100])
+    # MLflow's log_batch splits what exceeds its per-request limits by itself.
+    if metrics or run_tags:
+        client.log_batch(run_id, metrics=metrics, params=[], tags=run_tags)
 
 
 def _log_artifacts(client: Any, run_id: str, report: EnergyReport) -> None:
@@ -332,6 +444,21 @@ def _log_artifacts(client: Any, run_id: str, report: EnergyReport) -> None:
     with tempfile.TemporaryDirectory(prefix="mlflow-green-") as folder:
         write_artifacts(report, folder)
         client.log_artifacts(run_id, folder, "green")
+
+
+def _timeline_rows(
+    tracked: _Tracked,
+    report: EnergyReport,
+    start: int,
+    stop: int | None,
+    max_ms: int | None = None,
+) -> list:
+    from mlflow.entities import Metric
+
+    return [
+        Metric(k, v, t if max_ms is None else min(t, max_ms), tracked.step_offset + s)
+        for k, v, s, t in timeline_metrics(report, start, stop)
+    ]
 
 
 def _phase_metrics(tracked: _Tracked, pue: float) -> dict[str, float]:
@@ -380,14 +507,12 @@ def _flush(state: _State, tracked: _Tracked) -> None:
         try:
             report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
             ts = int((report.start_time + report.duration_s) * 1000)
-            step = int(report.duration_s)
-            metrics = [Metric(k, v, ts, step) for k, v in cumulative_metrics(report).items()]
+            step = tracked.step_offset + int(report.duration_s)
+            values = tracked.totals(cumulative_metrics(report))
+            metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.
             points = max(len(report.timeline) - 1, tracked.timeline_logged)
-            metrics += [
-                Metric(k, v, t, s)
-                for k, v, s, t in timeline_metrics(report, tracked.timeline_logged, points)
-            ]
+            metrics += _timeline_rows(tracked, report, tracked.timeline_logged, points)
             run_tags = (
                 [] if tracked.tags_logged else [RunTag(k, v) for k, v in tags(report).items()]
             )
@@ -408,8 +533,9 @@ def add_phase_energy(run_id: str, name: str, energy_j: float) -> float | None:
     tracked = state.runs.get(run_id) if state is not None else None
     if tracked is None:
         return None
-    tracked.phases_j[name] = tracked.phases_j.get(name, 0.0) + energy_j
-    return tracked.phases_j[name]
+    with tracked.lock:
+        tracked.phases_j[name] = tracked.phases_j.get(name, 0.0) + energy_j
+        return tracked.phases_j[name]
 
 
 # -- SIGTERM and exit ------------------------------------------------------------------------
@@ -426,51 +552,83 @@ def _install_sigterm() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
         _PREVIOUS_SIGTERM = previous
     except (ValueError, OSError) as exc:
-        _log.debug("mlflow-green: SIGTERM handler not installed: %s", exc)
+        _log.debug("%s SIGTERM handler not installed: %s", _WARNING_PREFIX, exc)
 
 
 def _uninstall_sigterm() -> None:
     global _PREVIOUS_SIGTERM
-    if _PREVIOUS_SIGTERM is None or threading.current_thread() is not threading.main_thread():
+    if _PREVIOUS_SIGTERM is _NO_HANDLER:
         return
+    if threading.current_thread() is not threading.main_thread():
+        return  # keep chaining: the handler only hands the signal on while disabled
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, _PREVIOUS_SIGTERM)
-    _PREVIOUS_SIGTERM = None
+        previous = _PREVIOUS_SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    _PREVIOUS_SIGTERM = _NO_HANDLER
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """Flush every measured run and end it KILLED, then hand the signal on."""
-    try:
-        import mlflow
-
-        while mlflow.active_run() is not None:  # fluent runs: pops MLflow's run stack too
-            mlflow.end_run("KILLED")
-        state = _STATE
-        if state is not None:
-            with state.lock:
-                rest = list(state.runs.values())
-            for tracked in rest:
-                tracked.client.set_terminated(tracked.run_id, "KILLED")
-    except Exception as exc:
-        _log.warning("mlflow-green: could not end runs on SIGTERM: %r", exc)
+    """Log every measured run's energy and end it KILLED, then hand the signal on."""
+    if _STATE is not None:
+        _end_all_killed()
     previous = _PREVIOUS_SIGTERM
+    if previous is signal.SIG_IGN:
+        return
     if callable(previous):
         previous(signum, frame)
-    elif previous == signal.SIG_IGN:
         return
-    else:  # default action: die of the signal, as the process would have without us
-        import os
+    # Default action (SIG_DFL, or a handler not set from Python): die of the signal, as the
+    # process would have without us.
+    import os
 
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 
 
+def _end_all_killed() -> None:
+    errors = []
+    try:
+        import mlflow
+
+        for _ in range(1000):  # fluent runs of this thread: pops MLflow's run stack too
+            if mlflow.active_run() is None:
+                break
+            try:
+                mlflow.end_run("KILLED")  # pops the run before ending it: no endless loop
+            except Exception as exc:
+                errors.append(exc)
+        state = _STATE
+        if state is not None:
+            with state.lock:
+                rest = list(state.runs.values())
+            for tracked in rest:  # client-created runs and other threads' runs
+                try:
+                    tracked.client.set_terminated(tracked.run_id, "KILLED")
+                except Exception as exc:
+                    errors.append(exc)
+    except Exception as exc:
+        errors.append(exc)
+    if errors and _STATE is not None:
+        _STATE.warn(f"could not end {len(errors)} run(s) on SIGTERM: {errors[0]!r}")
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     # Runs MLflow will not end (client-created, left open): keep their latest totals.
-    # Fluent runs still open are ended by MLflow's own atexit handler afterwards.
+    # Fluent runs still open are ended by MLflow's own atexit handler.
     if _STATE is not None:
         flush()
+
+
+class _CallableModule(types.ModuleType):
+    """Once this submodule is imported, ``mlflow_green.autolog`` is the module, not the
+    function (Python sets the package attribute on import): calling it still works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return autolog(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

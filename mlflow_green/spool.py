@@ -1,8 +1,10 @@
 """Reports that could not reach the tracking server wait here for ``mlflow-green sync``.
 
-One JSON file per run in ``MLFLOW_GREEN_SPOOL_DIR`` (default
-``~/.mlflow-green/spool``): the tracking URI, the run id, the exact metrics and
-tags that were to be logged, and the full report (for the artifacts).
+One JSON file per run session in ``MLFLOW_GREEN_SPOOL_DIR`` (default
+``~/.mlflow-green/spool``), named ``<run id>-<milliseconds>.json``: the tracking
+URI, the run id, the exact metrics and tags that were to be logged, whether
+artifacts were wanted, and the full report (for the artifacts). Uploading is
+idempotent: a file whose upload failed halfway can be synced again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +26,21 @@ def spool_dir() -> Path:
     return Path(os.environ.get("MLFLOW_GREEN_SPOOL_DIR") or Path.home() / ".mlflow-green" / "spool")
 
 
-def write(tracking_uri: str, run_id: str, report: EnergyReport, metrics: list, tags: list) -> Path:
+def write(
+    tracking_uri: str,
+    run_id: str,
+    report: EnergyReport,
+    metrics: list,
+    tags: list,
+    log_artifacts: bool = True,
+) -> Path:
     """Save what could not be logged; return the file. Raises ``OSError`` if the disk refuses."""
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
         "tracking_uri": str(tracking_uri),
         "run_id": run_id,
+        "log_artifacts": bool(log_artifacts),
         "metrics": [
             [m.key, m.value, m.timestamp, m.step, getattr(m, "model_id", None)] for m in metrics
         ],
@@ -37,11 +48,14 @@ def write(tracking_uri: str, run_id: str, report: EnergyReport, metrics: list, t
         "report": report.to_dict(),
     }
     # Write then rename: a full disk leaves no half-written report for sync to choke on.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{run_id}-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{run_id}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f)
-        path = folder / f"{run_id}.json"
+        # A resumed run may be spooled once per session: never overwrite an earlier file.
+        stamp = int(time.time() * 1000)
+        while (path := folder / f"{run_id}-{stamp}.json").exists():
+            stamp += 1
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,14 +76,17 @@ class SyncResult:
 def pending() -> list[Path]:
     """Spooled reports waiting to be uploaded."""
     folder = spool_dir()
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
 def sync(tracking_uri: str | None = None, log_artifacts: bool = True) -> list[SyncResult]:
     """Upload every spooled report to its run; delete each file once uploaded.
 
     ``tracking_uri`` overrides the URI saved with each report (e.g. a server
-    that moved).
+    that moved). ``log_artifacts=False`` skips the artifacts even where the
+    report wanted them. A file that fails stays for the next sync.
     """
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
@@ -78,7 +95,7 @@ def sync(tracking_uri: str | None = None, log_artifacts: bool = True) -> list[Sy
 
     results = []
     for path in pending():
-        run_id = path.stem
+        run_id = path.stem.rsplit("-", 1)[0]
         try:
             payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             run_id = payload["run_id"]
@@ -89,7 +106,7 @@ def sync(tracking_uri: str | None = None, log_artifacts: bool = True) -> list[Sy
             ]
             tags = [RunTag(k, v) for k, v in payload["tags"].items()]
             _log_batches(client, run_id, metrics, tags)
-            if log_artifacts:
+            if log_artifacts and payload.get("log_artifacts", True):
                 _log_artifacts(client, run_id, _report_from_dict(payload["report"]))
             path.unlink()
             results.append(SyncResult(path, run_id, True))

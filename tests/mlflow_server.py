@@ -1,0 +1,271 @@
+"""A real ``mlflow server`` on 127.0.0.1 for tests, and a TCP forwarder to cut it off.
+
+Use from a test module (not conftest.py)::
+
+    from tests.mlflow_server import server_fixture
+    mlflow_server = server_fixture()   # a fixture yielding the server's URL
+
+The server runs ``mlflow server --backend-store-uri sqlite:///<tmp>/mlflow.db
+--artifacts-destination <tmp>/artifacts`` in its own process group (artifacts go
+through the server's ``mlflow-artifacts:/`` proxy, over HTTP: ``--default-artifact-root
+<folder>`` would make clients write to the folder directly). One server serves
+every module that uses it at the same time; it is stopped when the last of them
+finishes, not at the end of the session, because a live child process of pytest
+skews tests that measure this process tree (``scope="process"``).
+``boot_fixture()`` gives an autouse fixture that starts it with the module's first
+test, so that its ~7-14 s start overlaps other tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT_S = 90.0
+_LOCK = threading.RLock()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def migrated_sqlite_db(path: Path) -> Path:
+    """Create an MLflow SQLite database at ``path`` with every migration applied."""
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    TrackingServiceClient(f"sqlite:///{path}").store  # creates and migrates the schema  # noqa: B018
+    return path
+
+
+_TEMPLATE: Path | None = None
+
+
+def sqlite_db_copy(path: Path) -> Path:
+    """A fresh, migrated MLflow SQLite database at ``path``.
+
+    Migrating one costs seconds; it is done once per process and copied.
+    """
+    global _TEMPLATE
+    with _LOCK:
+        if _TEMPLATE is None:
+            folder = Path(tempfile.mkdtemp(prefix="mlflow-green-template-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _TEMPLATE = migrated_sqlite_db(folder / "mlflow.db")
+    shutil.copyfile(_TEMPLATE, path)
+    return path
+
+
+class MlflowServer:
+    """One ``mlflow server`` process group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = root / "server.log"
+
+    def start(self) -> None:
+        db = self.root / "mlflow.db"
+        if not db.exists():
+            sqlite_db_copy(db)  # faster start: the server finds its schema ready
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        for name in list(env):
+            if name.startswith(("MLFLOW_GREEN_", "MLFLOW_TRACKING_")):
+                del env[name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, stopped as a whole
+            )
+
+    def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)  # polling interval of a bounded wait, not a synchronisation
+        raise RuntimeError(f"mlflow server not healthy after {timeout_s} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+_SERVER: MlflowServer | None = None
+_USERS = 0
+
+
+def _acquire() -> MlflowServer:
+    global _SERVER, _USERS
+    with _LOCK:
+        if _SERVER is None:
+            _SERVER = MlflowServer(Path(tempfile.mkdtemp(prefix="mlflow-green-server-")))
+            _SERVER.start()
+        _USERS += 1
+        return _SERVER
+
+
+def _release() -> None:
+    global _SERVER, _USERS
+    with _LOCK:
+        _USERS -= 1
+        if _USERS == 0 and _SERVER is not None:
+            server, _SERVER = _SERVER, None
+            server.stop()
+            shutil.rmtree(server.root, ignore_errors=True)
+
+
+def server_fixture():
+    """A module-scoped fixture yielding the URL of the live ``mlflow server``."""
+
+    @pytest.fixture(scope="module")
+    def mlflow_server() -> Iterator[str]:
+        server = _acquire()
+        try:
+            server.wait_healthy()
+            yield server.url
+        finally:
+            _release()
+
+    return mlflow_server
+
+
+def boot_fixture():
+    """A module-scoped autouse fixture that starts the server without waiting for it."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _boot_mlflow_server() -> Iterator[None]:
+        _acquire()
+        try:
+            yield
+        finally:
+            _release()
+
+    return _boot_mlflow_server
+
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 to ``target_port``: a server that can go down and return.
+
+    ``stop()`` closes the listening socket and every open connection, so clients
+    get "connection refused" as from a server that died; ``start()`` listens on
+    the same port again.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> Forwarder:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
