@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow_green._version import __version__
 
 if TYPE_CHECKING:
-    from mlflow_green.autolog import autolog, flush
+    from mlflow_green.hooks import autolog, flush
     from mlflow_green.measure import Tracker, track
     from mlflow_green.phases import phase
     from mlflow_green.report import EnergyReport
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["EnergyReport", "Tracker", "__version__", "autolog", "flush", "phase", "track"]
 
 _LAZY = {
-    "autolog": "mlflow_green.autolog",
-    "flush": "mlflow_green.autolog",
+    "autolog": "mlflow_green.hooks",
+    "flush": "mlflow_green.hooks",
     "phase": "mlflow_green.phases",
     "track": "mlflow_green.measure",
     "Tracker": "mlflow_green.measure",

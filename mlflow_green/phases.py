@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from types import ModuleType, TracebackType
+from types import TracebackType
 
+from mlflow_green import hooks
 from mlflow_green.config import MeasureConfig
 from mlflow_green.measure import Tracker
 
 # MLflow metric names allow these characters; "/" would split the UI section.
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
-
-
-def _hooks() -> ModuleType:
-    """The run-hooks module; ``mlflow_green.autolog`` may name the function instead."""
-    import importlib
-
-    return importlib.import_module("mlflow_green.autolog")
 
 
 class Phase(Tracker):
@@ -37,7 +31,7 @@ class Phase(Tracker):
         if report is None or self.run_id is None:
             return
         try:
-            total_j = _hooks().add_phase_energy(self.run_id, self.name, report.device_energy_j)
+            total_j = hooks.add_phase_energy(self.run_id, self.name, report.device_energy_j)
             if total_j is None:  # run not measured by autolog: log the phase alone
                 total_j = report.device_energy_j
             from mlflow.tracking import MlflowClient
@@ -68,7 +62,7 @@ def phase(name: str) -> Phase:
             f"phase name {name!r} is invalid: use letters, digits, '_', '-', '.' or spaces "
             "(it becomes the metric green/phase/<name>_kwh)"
         )
-    state = _hooks()._STATE
+    state = hooks._STATE
     config = state.config.measure if state is not None else MeasureConfig.build()
     run_id = None
     try:

@@ -36,7 +36,7 @@ def install_from_env() -> None:
     _done = True
     _disarm()
     try:
-        from mlflow_green.autolog import autolog, is_enabled
+        from mlflow_green.hooks import autolog, is_enabled
 
         if not is_enabled():  # an explicit autolog() call keeps its own arguments
             autolog()

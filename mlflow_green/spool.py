@@ -91,7 +91,7 @@ def sync(tracking_uri: str | None = None, log_artifacts: bool = True) -> list[Sy
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
-    from mlflow_green.autolog import _log_artifacts, _log_batches
+    from mlflow_green.hooks import _log_artifacts, _log_batches
 
     results = []
     for path in pending():

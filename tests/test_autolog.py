@@ -31,8 +31,7 @@ from mlflow.tracking import fluent
 from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
 import mlflow_green
-import mlflow_green.autolog  # the package attribute is then the (callable) module
-from mlflow_green import spool
+from mlflow_green import hooks, spool
 from mlflow_green.carbon import resolve_intensity
 from tests.mlflow_server import Forwarder, boot_fixture, server_fixture, sqlite_db_copy
 
@@ -406,13 +405,13 @@ def test_disable_removes_every_hook(tracking):
     sigterm_before = signal.getsignal(signal.SIGTERM)
 
     mlflow_green.autolog(country="FRA")
-    assert mlflow_green.autolog.is_enabled()
+    assert hooks.is_enabled()
     assert all(TrackingServiceClient.__dict__[n] is not before[n] for n in names)
     assert mlflow.start_run is not start_run_before[1]
     assert signal.getsignal(signal.SIGTERM) is not sigterm_before
 
     mlflow_green.autolog(disable=True)
-    assert not mlflow_green.autolog.is_enabled()
+    assert not hooks.is_enabled()
     assert {n: TrackingServiceClient.__dict__[n] for n in names} == before
     assert {n: MlflowClient.__dict__[n] for n in names} == client_before
     assert (fluent.start_run, mlflow.start_run) == start_run_before
@@ -450,7 +449,7 @@ def test_calling_autolog_again_reconfigures(tracking):
 def test_invalid_configuration_raises_at_autolog(tracking, kwargs):
     with pytest.raises(ValueError):
         mlflow_green.autolog(**kwargs)
-    assert not mlflow_green.autolog.is_enabled()
+    assert not hooks.is_enabled()
     # An invalid reconfiguration keeps the working one.
     mlflow_green.autolog(country="FRA")
     with pytest.raises(ValueError):
@@ -464,7 +463,7 @@ def test_invalid_environment_variable_raises_at_autolog(tracking, monkeypatch):
     monkeypatch.setenv("MLFLOW_GREEN_PUE", "0.5")
     with pytest.raises(ValueError, match="pue"):
         mlflow_green.autolog()
-    assert not mlflow_green.autolog.is_enabled()
+    assert not hooks.is_enabled()
 
 
 def test_silent_run_emits_no_warnings(tracking):
@@ -489,7 +488,6 @@ def test_log_artifacts_false_logs_metrics_only(tracking):
 
 _EXIT_SCRIPT = """
 import mlflow, mlflow_green
-import mlflow_green.autolog
 mlflow_green.autolog(country="FRA")
 run = mlflow.start_run()          # never ended by the script
 print(run.info.run_id, flush=True)
@@ -506,7 +504,6 @@ if mode == "user":
         sys.exit(3)
     signal.signal(signal.SIGTERM, handler)   # set before autolog(): must still be called
 import mlflow, mlflow_green
-import mlflow_green.autolog
 mlflow_green.autolog(country="FRA")
 fluent_run = mlflow.start_run()
 client_run = mlflow.MlflowClient().create_run(os.environ["MLFLOW_EXPERIMENT_ID"])

@@ -44,9 +44,10 @@ def test_regional_tables(country: str, region: str, expected: tuple[str, str]) -
         value = _codecarbon_json("private_infra/nordic_emissions.json")["data"][key]
     else:
         value = _codecarbon_json("private_infra/2023/china_provincial_emissions.json")["data"][key]
-    assert carbon.resolve_intensity(country=country, region=region).g_per_kwh == value[
-        "emission_factor"
-    ]
+    assert (
+        carbon.resolve_intensity(country=country, region=region).g_per_kwh
+        == value["emission_factor"]
+    )
 
 
 def test_gcp_region_and_its_country() -> None:

@@ -1,4 +1,4 @@
-"""``autolog()``: every MLflow run, however it starts and ends, records its energy.
+"""Run hooks behind ``autolog()``: every MLflow run, however it starts and ends, records its energy.
 
 MLflow has no end-of-run hook for plugins, so the run lifecycle is caught
 where every path meets: ``TrackingServiceClient.create_run``,
@@ -16,10 +16,8 @@ import atexit
 import functools
 import logging
 import signal
-import sys
 import threading
 import time
-import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +66,10 @@ class _Tracked:
     # Re-entrant: the SIGTERM handler runs in the main thread, maybe while it holds the lock.
     lock: threading.RLock = field(default_factory=threading.RLock)
     timeline_logged: int = 0
-    tags_logged: bool = False
+    # The green.* tags the run already holds (set with create_run): only changes are logged.
+    tags_logged: dict[str, str] = field(default_factory=dict)
+    # LoggedModels of the run (seen through log_outputs): they get the summary metrics too.
+    model_ids: set[str] = field(default_factory=set)
     flush_failed: bool = False
     phases_j: dict[str, float] = field(default_factory=dict)
     # A resumed run: the additive values its earlier sessions logged, and the first step
@@ -219,9 +220,22 @@ def _install() -> None:
 
     def create_run(original: Any) -> Any:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # The green.* tags are known before the run exists: sending them with
+            # create_run costs no request at the end of the run.
+            ours = _start_tags()
+            if ours:
+                args, kwargs = _with_tags(ours, args, kwargs)
             run = original(self, *args, **kwargs)
-            _on_start(self, run.info.run_id)
+            _on_start(self, run.info.run_id, tags_logged=ours)
             return run
+
+        return wrapper
+
+    def log_outputs(original: Any) -> Any:
+        def wrapper(self: Any, run_id: str, models: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, run_id, models, *args, **kwargs)
+            _on_model_outputs(run_id, models)
+            return result
 
         return wrapper
 
@@ -260,6 +274,7 @@ def _install() -> None:
     _patch(TrackingServiceClient, "create_run", create_run)
     _patch(TrackingServiceClient, "set_terminated", set_terminated)
     _patch(TrackingServiceClient, "update_run", update_run)
+    _patch(TrackingServiceClient, "log_outputs", log_outputs)
     if not getattr(fluent.start_run, "__mlflow_green_wrapped__", False):
         _patch(fluent, "start_run", start_run)
         if getattr(mlflow, "start_run", None) is _ORIGINALS[(fluent, "start_run")]:
@@ -308,8 +323,53 @@ def _safely(func: Any) -> Any:
     return wrapper
 
 
+def _start_tags() -> dict[str, str]:
+    """The green.* tags a new run gets at creation ({} if that fails: they come at the end)."""
+    state = _STATE
+    if state is None:
+        return {}
+    try:
+        from mlflow_green.monitor import Measurement
+
+        monitor = get_monitor()
+        cfg = state.config.measure
+        empty = Measurement("", 0.0, 0.0, {}, monitor.methods, monitor.hardware, cfg.scope)
+        return tags(EnergyReport.from_measurement(empty, cfg))
+    except Exception as exc:
+        _log.debug("%s start tags: %r", _WARNING_PREFIX, exc)
+        return {}
+
+
+def _with_tags(ours: dict[str, str], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    # TrackingServiceClient.create_run(experiment_id, start_time=None, tags=None, run_name=None);
+    # the user's own tags win over ours.
+    if len(args) >= 3:
+        given = args[2]
+        if given is None or isinstance(given, dict):
+            args = (*args[:2], {**ours, **(given or {})}, *args[3:])
+    else:
+        given = kwargs.get("tags")
+        if given is None or isinstance(given, dict):
+            kwargs = {**kwargs, "tags": {**ours, **(given or {})}}
+    return args, kwargs
+
+
 @_safely
-def _on_start(client: Any, run_id: str, run: Any = None, resumed: bool = False) -> None:
+def _on_model_outputs(run_id: str, models: Any) -> None:
+    state = _STATE
+    tracked = state.runs.get(run_id) if state is not None else None
+    if tracked is not None:
+        tracked.model_ids.update(m.model_id for m in models or [] if getattr(m, "model_id", None))
+
+
+@_safely
+def _on_start(
+    client: Any,
+    run_id: str,
+    run: Any = None,
+    resumed: bool = False,
+    tags_logged: dict[str, str] | None = None,
+) -> None:
     state = _STATE
     if state is None or run_id in state.runs:
         return
@@ -322,7 +382,9 @@ def _on_start(client: Any, run_id: str, run: Any = None, resumed: bool = False) 
         if run_id in state.runs:  # lost a race with another thread: keep the first window
             window.close()
             return
-        state.runs[run_id] = _Tracked(run_id, window, client, base=base, step_offset=offset)
+        state.runs[run_id] = _Tracked(
+            run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
+        )
         _ensure_flusher(state)
 
 
@@ -383,18 +445,16 @@ def _log_final(
     values = tracked.totals({**summary, **_phase_metrics(tracked, report.pue)}, all_keys=True)
     metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
     metrics += _timeline_rows(tracked, report, tracked.timeline_logged, None, now_ms)
-    run_tags = [RunTag(k, v) for k, v in tags(report).items()]
+    run_tags = [RunTag(k, v) for k, v in tags(report).items() if tracked.tags_logged.get(k) != v]
+    # The summary attached to the run's LoggedModels makes them searchable by energy.
+    metrics += [
+        Metric(k, values[k], now_ms, step, model_id=mid, run_id=tracked.run_id)
+        for mid in sorted(tracked.model_ids)
+        for k in summary
+    ]
     try:
-        # One read first: it finds the run's LoggedModels, and a store that cannot be
-        # reached fails here, once, before anything else is tried.
-        run = client.get_run(tracked.run_id)
-        outputs = run.outputs.model_outputs if run.outputs else []
-        # The summary attached to the run's LoggedModels makes them searchable by energy.
-        metrics += [
-            Metric(k, values[k], now_ms, step, model_id=mid, run_id=tracked.run_id)
-            for mid in sorted({o.model_id for o in outputs})
-            for k in summary
-        ]
+        # One request for every value: a store that cannot be reached fails here, once,
+        # and the report goes to the spool before anything else is tried.
         _log_batches(client, tracked.run_id, metrics, run_tags)
         if state.config.log_artifacts:
             _log_artifacts(client, tracked.run_id, report)
@@ -513,11 +573,10 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             # The newest point ends at "now", not at a sample: leave it to the next flush.
             points = max(len(report.timeline) - 1, tracked.timeline_logged)
             metrics += _timeline_rows(tracked, report, tracked.timeline_logged, points)
-            run_tags = (
-                [] if tracked.tags_logged else [RunTag(k, v) for k, v in tags(report).items()]
-            )
+            current = tags(report)
+            run_tags = [RunTag(k, v) for k, v in current.items() if tracked.tags_logged.get(k) != v]
             _log_batches(tracked.client, tracked.run_id, metrics, run_tags)
-            tracked.timeline_logged, tracked.tags_logged = points, True
+            tracked.timeline_logged, tracked.tags_logged = points, current
         except Exception as exc:
             if not tracked.flush_failed:
                 tracked.flush_failed = True
@@ -621,14 +680,3 @@ def _flush_at_exit() -> None:
     # Fluent runs still open are ended by MLflow's own atexit handler.
     if _STATE is not None:
         flush()
-
-
-class _CallableModule(types.ModuleType):
-    """Once this submodule is imported, ``mlflow_green.autolog`` is the module, not the
-    function (Python sets the package attribute on import): calling it still works."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        return autolog(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
