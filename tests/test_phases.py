@@ -1,0 +1,92 @@
+"""mlflow_green.phase(): energy of lifecycle phases inside a run (real MLflow, SQLite)."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+import mlflow_green
+
+J_PER_KWH = 3.6e6
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path, monkeypatch):
+    for name in ("MLFLOW_GREEN_PUE", "MLFLOW_GREEN_COUNTRY", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow_green.autolog(disable=True)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(i * i for i in range(2000))
+
+
+def test_phases_repeat_summed_nested_and_pue_applied(sqlite_uri) -> None:
+    mlflow_green.autolog(country="FRA", pue=1.5, log_artifacts=False)
+    with mlflow.start_run() as run:
+        with mlflow_green.phase("prep") as first:
+            busy(0.2)
+        with mlflow_green.phase("train") as train:
+            with mlflow_green.phase("inner") as inner:
+                busy(0.2)
+            busy(0.1)
+        with mlflow_green.phase("prep") as second:
+            busy(0.2)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    prep_j = first.report.device_energy_j + second.report.device_energy_j
+    assert metrics["green/phase/prep_kwh"] == pytest.approx(prep_j * 1.5 / J_PER_KWH, rel=1e-12)
+    assert metrics["green/phase/train_kwh"] == pytest.approx(
+        train.report.device_energy_j * 1.5 / J_PER_KWH, rel=1e-12
+    )
+    assert 0 < metrics["green/phase/inner_kwh"] <= metrics["green/phase/train_kwh"]
+    phases_kwh = metrics["green/phase/prep_kwh"] + metrics["green/phase/train_kwh"]
+    assert phases_kwh <= metrics["green/energy_kwh"]
+    assert inner.report.duration_s <= train.report.duration_s
+
+
+def test_phase_in_a_run_without_autolog_logs_its_own_energy(sqlite_uri) -> None:
+    with mlflow.start_run() as run, mlflow_green.phase("evaluate") as phase:
+        busy(0.1)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert metrics["green/phase/evaluate_kwh"] == pytest.approx(
+        phase.report.device_energy_j / J_PER_KWH, rel=1e-12
+    )
+    assert "green/energy_kwh" not in metrics  # no autolog: only the phase was asked for
+
+
+def test_phase_without_a_run_measures_and_warns(sqlite_uri) -> None:
+    with pytest.warns(UserWarning, match="phase 'export' has no active MLflow run"):
+        phase = mlflow_green.phase("export")
+    with phase:
+        busy(0.05)
+    assert phase.report is not None and phase.report.device_energy_j > 0
+
+
+def test_exception_in_a_phase_is_unchanged_and_the_phase_still_logged(sqlite_uri) -> None:
+    mlflow_green.autolog(country="FRA", log_artifacts=False)
+    error = KeyError("boom")
+    with pytest.raises(KeyError) as info, mlflow.start_run() as run, mlflow_green.phase("train"):
+        busy(0.05)
+        raise error
+    assert info.value is error
+    client = MlflowClient()
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    assert client.get_run(run.info.run_id).data.metrics["green/phase/train_kwh"] > 0
+
+
+@pytest.mark.parametrize("name", ["a/b", "", "train!", 3])
+def test_invalid_phase_name(name) -> None:
+    with pytest.raises(ValueError, match="phase name"):
+        mlflow_green.phase(name)
