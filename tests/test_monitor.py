@@ -24,6 +24,7 @@ import pytest
 import mlflow_green
 from mlflow_green.monitor import get_monitor, reset_monitor
 from tests.conftest import SAMPLER_THREAD_NAME, sampler_threads
+from tests.workloads import busy_for
 
 UUIDS = [
     "GPU-aaaa1111-0000-0000-0000-000000000000",
@@ -322,14 +323,6 @@ def tree_rss() -> int:
         except psutil.Error:
             continue
     return total
-
-
-def busy_for(seconds: float) -> int:
-    end, x = time.monotonic() + seconds, 0
-    while time.monotonic() < end:
-        for i in range(1000):
-            x = (x * 31 + i) % 1_000_003
-    return x
 
 
 def test_process_scope_scales_cpu_by_this_process_share(fake_powercap, busy_stranger) -> None:

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mlflow_green.meters.base import MeterUnavailable
 from mlflow_green.meters.rapl import ROOT_ENV
 from mlflow_green.report import J_PER_KWH
 from tests.fakes.powercap import NOBODY_GID, NOBODY_UID, PowercapTree, world_traversable_tmpdir
+from tests.workloads import busy_for
 
 REPO = Path(__file__).resolve().parent.parent
 UUID = "GPU-aaaa1111-0000-0000-0000-000000000000"
@@ -44,15 +44,6 @@ def machine_has_energy_counters() -> bool:
         if meters:
             return True
     return False
-
-
-def busy_for(seconds: float) -> int:
-    """Keep this thread on the CPU for ``seconds`` of real time; returns a checksum."""
-    end, x = time.monotonic() + seconds, 0
-    while time.monotonic() < end:
-        for i in range(1000):
-            x = (x * 31 + i) % 1_000_003
-    return x
 
 
 # --- Must-show: this machine, no counters, estimates -------------------------------------
