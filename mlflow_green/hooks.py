@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_green import spool
+from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig, parse_bool, positive_seconds, resolve
 from mlflow_green.monitor import Window, get_monitor
 from mlflow_green.report import (
@@ -98,7 +99,7 @@ class _State:
         if self.config.silent:
             _log.debug("%s %s", _WARNING_PREFIX, message)
         else:
-            warnings.warn(f"{_WARNING_PREFIX} {message}", RuntimeWarning, stacklevel=2)
+            warn(f"{_WARNING_PREFIX} {message}", RuntimeWarning, stacklevel=2)
 
 
 _STATE: _State | None = None

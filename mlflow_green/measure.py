@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from types import TracebackType
 
+from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig
 from mlflow_green.monitor import Window, get_monitor
 from mlflow_green.report import EnergyReport
@@ -26,7 +26,7 @@ class Tracker:
                 self.name, self.config.scope, self.config.sample_interval_s
             )
         except Exception as exc:  # measuring must never break the measured code
-            warnings.warn(f"mlflow-green: could not start measuring: {exc!r}", stacklevel=2)
+            warn(f"mlflow-green: could not start measuring: {exc!r}", stacklevel=2)
         return self
 
     def stop(self) -> EnergyReport | None:
@@ -35,7 +35,7 @@ class Tracker:
             try:
                 self._report = EnergyReport.from_measurement(self._window.close(), self.config)
             except Exception as exc:
-                warnings.warn(f"mlflow-green: could not finish measuring: {exc!r}", stacklevel=2)
+                warn(f"mlflow-green: could not finish measuring: {exc!r}", stacklevel=2)
         return self._report
 
     @property

@@ -16,11 +16,11 @@ import os
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import psutil
 
+from mlflow_green._warnings import warn
 from mlflow_green.meters import DOMAINS, Meter
 
 _log = logging.getLogger(__name__)
@@ -83,16 +83,33 @@ def _cuda_synchronize() -> None:
 class _ProcessShare:
     """This process tree's share of machine CPU time and memory, per segment between reads."""
 
+    #: Listing descendants scans all of /proc, slow when a busy main thread holds the
+    #: GIL: the list is refreshed this often, outside the timed readings.
+    CHILDREN_REFRESH_S = 5.0
+
     def __init__(self) -> None:
         self._proc = psutil.Process()
-        self._cpu_s, self._busy_s = self._tree_cpu_s(), self._machine_busy_s()
+        self._children: list[psutil.Process] = []
+        self._children_t = float("-inf")
+        self._refresh_children()
+        self._cpu_s, self._busy_s = self._tree_cpu_s(), _machine_busy_s()
         self._total_mem = psutil.virtual_memory().total
+        self._cpu_share = 0.0
+
+    def _refresh_children(self) -> None:
+        now = time.monotonic()
+        if now - self._children_t >= self.CHILDREN_REFRESH_S:
+            try:
+                self._children = self._proc.children(recursive=True)
+            except psutil.Error:
+                self._children = []
+            self._children_t = now
 
     def _tree_cpu_s(self) -> float:
         t = self._proc.cpu_times()
         # children_* holds children already waited for; live ones are added one by one.
         total = t.user + t.system + t.children_user + t.children_system
-        for child in self._proc.children(recursive=True):
+        for child in self._children:
             try:
                 c = child.cpu_times()
                 total += c.user + c.system
@@ -100,14 +117,9 @@ class _ProcessShare:
                 continue
         return total
 
-    @staticmethod
-    def _machine_busy_s() -> float:
-        t = psutil.cpu_times()
-        return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
-
     def _tree_rss(self) -> int:
         rss = self._proc.memory_info().rss
-        for child in self._proc.children(recursive=True):
+        for child in self._children:
             try:
                 rss += child.memory_info().rss
             except psutil.Error:
@@ -116,12 +128,21 @@ class _ProcessShare:
 
     def update(self) -> dict[str, float]:
         """Fractions of each domain's energy since the last update that belong to this tree."""
-        cpu_s, busy_s = self._tree_cpu_s(), self._machine_busy_s()
+        # Read both CPU clocks back to back, so that they cover the same segment.
+        cpu_s, busy_s = self._tree_cpu_s(), _machine_busy_s()
         d_busy = busy_s - self._busy_s
-        cpu = min(max((cpu_s - self._cpu_s) / d_busy, 0.0), 1.0) if d_busy > 0 else 0.0
-        self._cpu_s, self._busy_s = cpu_s, busy_s
+        if d_busy > 0:  # else a segment shorter than the clock tick: keep the last share
+            self._cpu_share = min(max((cpu_s - self._cpu_s) / d_busy, 0.0), 1.0)
+            self._cpu_s, self._busy_s = cpu_s, busy_s
+        ram = min(self._tree_rss() / self._total_mem, 1.0)
+        self._refresh_children()
         # NVML has no per-process energy: a GPU is attributed whole to its user.
-        return {"cpu": cpu, "ram": min(self._tree_rss() / self._total_mem, 1.0), "gpu": 1.0}
+        return {"cpu": self._cpu_share, "ram": ram, "gpu": 1.0}
+
+
+def _machine_busy_s() -> float:
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
 
 class Window:
@@ -200,7 +221,7 @@ class Monitor:
     def _fail(self, index: int, meter: Meter, exc: Exception) -> None:
         reason = f"{meter.method} failed ({type(exc).__name__}: {exc})"
         self._failures[index] = reason
-        warnings.warn(
+        warn(
             f"mlflow-green: {meter.domain} meter {reason}; its energy stops at the last reading",
             RuntimeWarning,
             stacklevel=2,

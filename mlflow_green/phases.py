@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import warnings
 from types import TracebackType
 
 from mlflow_green import hooks
+from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig
 from mlflow_green.measure import Tracker
 
@@ -40,7 +40,7 @@ class Phase(Tracker):
                 self.run_id, f"green/phase/{self.name}_kwh", total_j * report.pue / 3.6e6
             )
         except Exception as exc:  # never break the user's job
-            warnings.warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
+            warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
 
 
 def phase(name: str) -> Phase:
@@ -73,7 +73,7 @@ def phase(name: str) -> Phase:
     except Exception:
         run_id = None
     if run_id is None:
-        warnings.warn(
+        warn(
             f"mlflow-green: phase {name!r} has no active MLflow run: measured, not logged",
             stacklevel=2,
         )

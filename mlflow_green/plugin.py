@@ -14,9 +14,10 @@ import importlib.machinery
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
+
+from mlflow_green._warnings import warn
 
 _log = logging.getLogger(__name__)
 _ENV = "MLFLOW_GREEN_AUTOLOG"
@@ -41,7 +42,7 @@ def install_from_env() -> None:
         if not is_enabled():  # an explicit autolog() call keeps its own arguments
             autolog()
     except Exception as exc:  # bad MLFLOW_GREEN_* values must not stop the user's script
-        warnings.warn(
+        warn(
             f"mlflow-green: {_ENV} is set but tracking could not start: {exc}",
             RuntimeWarning,
             stacklevel=2,

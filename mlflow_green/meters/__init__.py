@@ -8,8 +8,8 @@ where the domain is absent.
 from __future__ import annotations
 
 import logging
-import warnings
 
+from mlflow_green._warnings import warn
 from mlflow_green.meters.base import DOMAINS, Meter, MeterUnavailable, NullMeter
 
 __all__ = ["DOMAINS", "Meter", "MeterUnavailable", "NullMeter", "discover"]
@@ -30,15 +30,13 @@ def discover() -> list[Meter]:
     except MeterUnavailable as exc:
         _log.debug("mlflow-green: no GPU meter: %s", exc)
         if exc.warn:
-            warnings.warn(f"mlflow-green: GPU energy not measured: {exc}", stacklevel=3)
+            warn(f"mlflow-green: GPU energy not measured: {exc}", stacklevel=3)
     try:
         meters += open_rapl_meters()
     except MeterUnavailable as exc:
         _log.debug("mlflow-green: no RAPL meter: %s", exc)
         if exc.warn:
-            warnings.warn(
-                f"mlflow-green: CPU/RAM energy falls back to an estimate: {exc}", stacklevel=3
-            )
+            warn(f"mlflow-green: CPU/RAM energy falls back to an estimate: {exc}", stacklevel=3)
     present = {m.domain for m in meters}
     if "cpu" not in present:
         meters.append(CpuTdpMeter(cpu_model_name()))

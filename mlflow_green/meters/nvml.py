@@ -22,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_green._warnings import warn
 from mlflow_green.meters.base import Meter, MeterUnavailable
 
 #: Longest period in seconds between two power samples of :class:`NvmlPowerMeter`
@@ -108,7 +108,7 @@ def _select_indices(spec: str, count: int, uuid_at: Callable[[int], str]) -> lis
             break
         selected.append(index)
     if skipped_mig:
-        warnings.warn(
+        warn(
             f"CUDA_VISIBLE_DEVICES names MIG slices ({', '.join(skipped_mig)}), which are not "
             "measured: a MIG slice has no energy counter of its own.",
             stacklevel=4,  # the caller of open_nvml_meters
