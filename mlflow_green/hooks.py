@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -224,6 +225,14 @@ def _install() -> None:
             # The green.* tags are known before the run exists: sending them with
             # create_run costs no request at the end of the run.
             ours = _start_tags()
+            backdated_s = _backdated_s(args, kwargs)
+            if ours and backdated_s > 1.0:
+                # e.g. MLflow's autologging creates GridSearchCV child runs after the search,
+                # with the start time of each fit: their energy is in the parent run.
+                ours["green.partial"] = (
+                    f"the run was created {backdated_s:.1f} s after its start time; its energy "
+                    "covers only the time since creation"
+                )
             if ours:
                 args, kwargs = _with_tags(ours, args, kwargs)
             run = original(self, *args, **kwargs)
@@ -339,6 +348,14 @@ def _start_tags() -> dict[str, str]:
     except Exception as exc:
         _log.debug("%s start tags: %r", _WARNING_PREFIX, exc)
         return {}
+
+
+def _backdated_s(args: tuple, kwargs: dict) -> float:
+    """How far in the past a create_run call's ``start_time`` (ms) lies, in seconds."""
+    start_ms = args[1] if len(args) >= 2 else kwargs.get("start_time")
+    if not isinstance(start_ms, (int, float)) or isinstance(start_ms, bool):
+        return 0.0
+    return max(time.time() - start_ms / 1000.0, 0.0)
 
 
 def _with_tags(ours: dict[str, str], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -569,7 +586,9 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
             ts = int((report.start_time + report.duration_s) * 1000)
             step = tracked.step_offset + int(report.duration_s)
-            values = tracked.totals(cumulative_metrics(report))
+            values = tracked.totals(
+                {**cumulative_metrics(report), **_phase_metrics(tracked, report.pue)}
+            )
             metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.
             points = max(len(report.timeline) - 1, tracked.timeline_logged)
@@ -681,3 +700,19 @@ def _flush_at_exit() -> None:
     # Fluent runs still open are ended by MLflow's own atexit handler.
     if _STATE is not None:
         flush()
+
+
+def _forget_runs_after_fork() -> None:
+    # A forked child (DataLoader worker, multiprocessing) inherits the parent's runs but
+    # measures none of them: it must not flush into them at its exit. Its own runs are
+    # still measured; locks are new since another thread may have held them at the fork.
+    state = _STATE
+    if state is not None:
+        state.runs = {}
+        state.lock = threading.RLock()
+        state.wake = threading.Event()
+        state.flusher = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runs_after_fork)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig
-from mlflow_green.monitor import Window, get_monitor
+from mlflow_green.meters.base import DOMAINS
+from mlflow_green.monitor import Measurement, Window, get_monitor
 from mlflow_green.report import EnergyReport
 
 
@@ -18,6 +20,7 @@ class Tracker:
         self.config = config
         self._window: Window | None = None
         self._report: EnergyReport | None = None
+        self._failure = "not started"
 
     def start(self) -> Tracker:
         """Open the measurement window (``with`` does this)."""
@@ -26,24 +29,50 @@ class Tracker:
                 self.name, self.config.scope, self.config.sample_interval_s
             )
         except Exception as exc:  # measuring must never break the measured code
-            warn(f"mlflow-green: could not start measuring: {exc!r}", stacklevel=2)
+            self._failure = f"could not start measuring: {exc!r}"
+            warn(f"mlflow-green: {self._failure}", stacklevel=2)
         return self
 
-    def stop(self) -> EnergyReport | None:
+    def stop(self) -> EnergyReport:
         """Close the window and return the final report (``with`` does this)."""
-        if self._window is not None and self._report is None:
+        if self._report is None:
             try:
+                if self._window is None:
+                    raise RuntimeError(self._failure)
                 self._report = EnergyReport.from_measurement(self._window.close(), self.config)
             except Exception as exc:
-                warn(f"mlflow-green: could not finish measuring: {exc!r}", stacklevel=2)
+                if self._window is not None:
+                    self._failure = f"could not finish measuring: {exc!r}"
+                    warn(f"mlflow-green: {self._failure}", stacklevel=2)
+                self._report = self._unmeasured()
         return self._report
 
     @property
-    def report(self) -> EnergyReport | None:
-        """The final report once the block has ended; a live one while it runs."""
-        if self._report is not None or self._window is None:
+    def report(self) -> EnergyReport:
+        """The final report once the block has ended; a live one while it runs.
+
+        If measuring failed (one warning said why), a report of zero energy whose
+        ``failures`` give the reason, so that reading it never breaks user code.
+        """
+        if self._report is not None:
             return self._report
+        if self._window is None:
+            return self._unmeasured()
         return EnergyReport.from_measurement(self._window.snapshot(), self.config)
+
+    def _unmeasured(self) -> EnergyReport:
+        methods = dict.fromkeys(DOMAINS, "none")
+        empty = Measurement(
+            self.name,
+            time.time(),
+            0.0,
+            {},
+            methods,
+            {},
+            self.config.scope,
+            failures=dict.fromkeys(DOMAINS, self._failure),
+        )
+        return EnergyReport.from_measurement(empty, self.config)
 
     def __enter__(self) -> Tracker:
         return self.start()

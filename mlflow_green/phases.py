@@ -9,6 +9,7 @@ from mlflow_green import hooks
 from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig
 from mlflow_green.measure import Tracker
+from mlflow_green.report import J_PER_KWH
 
 # MLflow metric names allow these characters; "/" would split the UI section.
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
@@ -28,17 +29,19 @@ class Phase(Tracker):
         tb: TracebackType | None,
     ) -> None:
         report = self.stop()
-        if report is None or self.run_id is None:
+        if self._window is None or self.run_id is None:  # nothing measured, or no run
             return
         try:
-            total_j = hooks.add_phase_energy(self.run_id, self.name, report.device_energy_j)
-            if total_j is None:  # run not measured by autolog: log the phase alone
-                total_j = report.device_energy_j
-            from mlflow.tracking import MlflowClient
+            # A run autolog measures logs its phases with its other values, in one batch
+            # (periodic flush, run end); any other run gets this phase logged now.
+            if hooks.add_phase_energy(self.run_id, self.name, report.device_energy_j) is None:
+                from mlflow.tracking import MlflowClient
 
-            MlflowClient().log_metric(
-                self.run_id, f"green/phase/{self.name}_kwh", total_j * report.pue / 3.6e6
-            )
+                MlflowClient().log_metric(
+                    self.run_id,
+                    f"green/phase/{self.name}_kwh",
+                    report.device_energy_j * report.pue / J_PER_KWH,
+                )
         except Exception as exc:  # never break the user's job
             warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
 

@@ -1,8 +1,9 @@
 """The ``EnergyReport``: one measurement with PUE and carbon intensity applied.
 
-Joules inside, kWh at the boundary: ``energy_j_by_domain`` is what the devices
-drew (as measured or estimated); ``energy_kwh`` is what the facility drew for
-them, PUE applied; ``co2eq_kg`` follows from it.
+Joules inside, kWh at the boundary: joules (``energy_j_by_domain``) and watts
+(the timeline) are what the devices drew, as measured or estimated; every kWh
+figure is what the facility drew for them, PUE applied, so the domains' kWh add
+up to ``energy_kwh``; ``co2eq_kg`` follows from it.
 """
 
 from __future__ import annotations
@@ -102,8 +103,9 @@ class EnergyReport:
 
     @property
     def energy_kwh_by_domain(self) -> dict[str, float]:
-        """kWh per domain at the device (no PUE), as logged under ``green/energy/``."""
-        return {d: j / J_PER_KWH for d, j in self.energy_j_by_domain.items()}
+        """kWh per domain, PUE applied like every kWh figure, so that the domains add up to
+        ``energy_kwh``; logged under ``green/energy/``."""
+        return {d: j * self.pue / J_PER_KWH for d, j in self.energy_j_by_domain.items()}
 
     @property
     def co2eq_kg(self) -> float:

@@ -132,7 +132,9 @@ def assert_green_run(
     assert m["green/duration_s"] > 0
     pue = float(t["green.pue"])
     by_domain = [m[f"green/energy/{d}_kwh"] for d in DOMAINS]
-    assert m["green/energy_kwh"] == pytest.approx(pue * sum(by_domain), rel=1e-9)
+    # Every kWh figure includes the PUE: the domains add up to the total.
+    assert m["green/energy_kwh"] == pytest.approx(sum(by_domain), rel=1e-9)
+    assert pue >= 1.0
     assert t["green.cpu_meter"] not in ("", "none")
     assert t["green.country"] == country
     assert t["green.version"] == mlflow_green.__version__
@@ -672,3 +674,16 @@ test_server_threads = _on_server(test_runs_in_several_threads_each_measure_their
 test_server_resumed_fluent_run = _on_server(test_resumed_fluent_run_is_measured_from_the_resume)
 test_server_resumed_client_run = _on_server(test_resumed_client_run_via_update_run)
 test_server_logged_model = _on_server(test_logged_model_is_found_by_its_energy)
+
+
+def test_backdated_run_is_tagged_partial(tracking):
+    """Runs created after the fact (GridSearchCV children) say their energy is partial."""
+    mlflow_green.autolog(country="FRA", log_artifacts=False)
+    now_ms = int(time.time() * 1000)
+    late = tracking.client.create_run(tracking.experiment_id, start_time=now_ms - 10_000)
+    tracking.client.set_terminated(late.info.run_id)
+    live = tracking.client.create_run(tracking.experiment_id)
+    tracking.client.set_terminated(live.info.run_id)
+    late_tags = tracking.client.get_run(late.info.run_id).data.tags
+    assert "after its start time" in late_tags["green.partial"]
+    assert "green.partial" not in tracking.client.get_run(live.info.run_id).data.tags

@@ -19,7 +19,7 @@ _log = logging.getLogger(__name__)
 
 def discover() -> list[Meter]:
     """Open the meters of this machine: NVML for GPUs, RAPL or estimates for CPU and RAM."""
-    from mlflow_green.meters._cpuinfo import cpu_model_name
+    from mlflow_green.meters._cpuinfo import cpu_model_name, cpu_socket_count
     from mlflow_green.meters.estimate import CpuTdpMeter, RamSizeMeter
     from mlflow_green.meters.nvml import open_nvml_meters
     from mlflow_green.meters.rapl import open_rapl_meters
@@ -39,7 +39,7 @@ def discover() -> list[Meter]:
             warn(f"mlflow-green: CPU/RAM energy falls back to an estimate: {exc}", stacklevel=3)
     present = {m.domain for m in meters}
     if "cpu" not in present:
-        meters.append(CpuTdpMeter(cpu_model_name()))
+        meters.append(CpuTdpMeter(cpu_model_name(), sockets=cpu_socket_count() or 1))
     if "ram" not in present:
         meters.append(RamSizeMeter())
     if "gpu" not in present:

@@ -87,13 +87,15 @@ class CpuTdpMeter(Meter):
     domain = "cpu"
     method = "estimate-tdp"
 
-    def __init__(self, model: str, tdp_w: float | None = None) -> None:
+    def __init__(self, model: str, tdp_w: float | None = None, sockets: int = 1) -> None:
         self.model = model
+        self.sockets = max(int(sockets), 1)
         known = lookup_tdp_w(model) if tdp_w is None else tdp_w
         self.tdp_from_table = known is not None
         threads = psutil.cpu_count(logical=True) or 1
-        #: Thermal design power in watts used for the estimate.
-        self.tdp_w = known if known is not None else DEFAULT_W_PER_THREAD * threads
+        #: Thermal design power in watts of the whole machine's CPUs used for the estimate:
+        #: the table's per-package TDP times the sockets (as CodeCarbon), or 4 W per thread.
+        self.tdp_w = known * self.sockets if known is not None else DEFAULT_W_PER_THREAD * threads
         self._energy_j = 0.0
         self._t = time.monotonic()
         self._busy, self._total = _busy_and_total_s()
@@ -113,7 +115,8 @@ class CpuTdpMeter(Meter):
 
     def hardware(self) -> str:
         source = "CodeCarbon table" if self.tdp_from_table else "default 4 W/thread"
-        return f"{self.model} (TDP {self.tdp_w:g} W, {source})"
+        model = f"{self.sockets} x {self.model}" if self.sockets > 1 else self.model
+        return f"{model} (TDP {self.tdp_w:g} W, {source})"
 
 
 class RamSizeMeter(Meter):
