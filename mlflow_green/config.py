@@ -37,6 +37,8 @@ def parse_bool(value: Any, name: str) -> bool:
 
 
 def positive_seconds(name: str) -> Callable[[Any], float]:
+    """A parser for argument ``name``: a finite number of seconds > 0, else ``ValueError``."""
+
     def parse(value: Any) -> float:
         try:
             number = float(value)

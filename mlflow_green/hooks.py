@@ -67,7 +67,8 @@ class _Tracked:
     client: Any  # the TrackingServiceClient that created the run: it knows the tracking URI
     # Re-entrant: the SIGTERM handler runs in the main thread, maybe while it holds the lock.
     lock: threading.RLock = field(default_factory=threading.RLock)
-    timeline_logged: int = 0
+    # Time (s since the run's start) of the last timeline point logged.
+    timeline_logged_s: float = float("-inf")
     # The green.* tags the run already holds (set with create_run): only changes are logged.
     tags_logged: dict[str, str] = field(default_factory=dict)
     # LoggedModels of the run (seen through log_outputs): they get the summary metrics too.
@@ -462,7 +463,7 @@ def _log_final(
     summary = final_metrics(report)
     values = tracked.totals({**summary, **_phase_metrics(tracked, report.pue)}, all_keys=True)
     metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
-    metrics += _timeline_rows(tracked, report, tracked.timeline_logged, None, now_ms)
+    metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, float("inf"), now_ms)
     run_tags = [RunTag(k, v) for k, v in tags(report).items() if tracked.tags_logged.get(k) != v]
     # The summary attached to the run's LoggedModels makes them searchable by energy.
     metrics += [
@@ -527,15 +528,15 @@ def _log_artifacts(client: Any, run_id: str, report: EnergyReport) -> None:
 def _timeline_rows(
     tracked: _Tracked,
     report: EnergyReport,
-    start: int,
-    stop: int | None,
+    after_s: float,
+    until_s: float,
     max_ms: int | None = None,
 ) -> list:
     from mlflow.entities import Metric
 
     return [
         Metric(k, v, t if max_ms is None else min(t, max_ms), tracked.step_offset + s)
-        for k, v, s, t in timeline_metrics(report, start, stop)
+        for k, v, s, t in timeline_metrics(report, after_s, until_s)
     ]
 
 
@@ -584,19 +585,20 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             return
         try:
             report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
-            ts = int((report.start_time + report.duration_s) * 1000)
+            ts = int((report.start_time_s + report.duration_s) * 1000)
             step = tracked.step_offset + int(report.duration_s)
             values = tracked.totals(
                 {**cumulative_metrics(report), **_phase_metrics(tracked, report.pue)}
             )
             metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.
-            points = max(len(report.timeline) - 1, tracked.timeline_logged)
-            metrics += _timeline_rows(tracked, report, tracked.timeline_logged, points)
+            until_s = report.timeline[-2].t_s if len(report.timeline) > 1 else float("-inf")
+            until_s = max(until_s, tracked.timeline_logged_s)
+            metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, until_s)
             current = tags(report)
             run_tags = [RunTag(k, v) for k, v in current.items() if tracked.tags_logged.get(k) != v]
             _log_batches(tracked.client, tracked.run_id, metrics, run_tags)
-            tracked.timeline_logged, tracked.tags_logged = points, current
+            tracked.timeline_logged_s, tracked.tags_logged = until_s, current
         except Exception as exc:
             if not tracked.flush_failed:
                 tracked.flush_failed = True

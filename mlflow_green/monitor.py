@@ -27,13 +27,16 @@ _log = logging.getLogger(__name__)
 
 EnergyByDevice = dict[str, dict[str, float]]
 
+#: Timeline points held in memory (about 2.8 h at 1 s) before older ones are thinned.
+MAX_TIMELINE_POINTS = 10_000
+
 
 @dataclass(frozen=True)
 class Measurement:
     """What a window measured, before PUE and carbon intensity are applied."""
 
     name: str
-    start_time: float
+    start_time_s: float
     """Wall-clock start, seconds since the epoch."""
     duration_s: float
     energy_j_by_device: EnergyByDevice
@@ -265,7 +268,7 @@ class Monitor:
         energy = _diff(end.energy_j[window.scope], start.energy_j[window.scope])
         return Measurement(
             name=window.name,
-            start_time=window._wall,
+            start_time_s=window._wall,
             duration_s=end.t - start.t,
             energy_j_by_device=energy,
             methods=dict(self.methods),
@@ -276,6 +279,14 @@ class Monitor:
             ),
             failures=failures,
         )
+
+    def _thin(self) -> None:
+        # Bound memory for runs of days: past the limit, keep every other point of the
+        # older half. Points are cumulative counters, so energies stay exact; only the
+        # old part of the power timeline gets coarser.
+        if len(self._timeline) > MAX_TIMELINE_POINTS:
+            half = len(self._timeline) // 2
+            self._timeline = self._timeline[:half:2] + self._timeline[half:]
 
     def _trim(self) -> None:
         # Keep only the samples an open window may still need.
@@ -309,6 +320,7 @@ class Monitor:
                     last = self._timeline[-1].t if self._timeline else float("-inf")
                     if snap.t - last >= due * 0.95:
                         self._timeline.append(snap.totals())
+                        self._thin()
             except Exception as exc:  # the sampler must outlive any fault
                 _log.warning("mlflow-green: sampler error: %s", exc)
 

@@ -42,7 +42,7 @@ class EnergyReport:
     """
 
     name: str
-    start_time: float
+    start_time_s: float
     """Wall-clock start, seconds since the epoch."""
     duration_s: float
     energy_j_by_domain: dict[str, float]
@@ -73,7 +73,7 @@ class EnergyReport:
         intensity: CarbonIntensity = config.intensity
         return cls(
             name=m.name,
-            start_time=m.start_time,
+            start_time_s=m.start_time_s,
             duration_s=m.duration_s,
             energy_j_by_domain={d: sum(m.energy_j_by_device.get(d, {}).values()) for d in DOMAINS},
             energy_j_by_device={d: dict(m.energy_j_by_device.get(d, {})) for d in DOMAINS},
@@ -133,6 +133,7 @@ class EnergyReport:
         return out
 
     def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as JSON; ``kwargs`` go to :func:`json.dumps` (e.g. ``indent=2``)."""
         return json.dumps(self.to_dict(), **kwargs)
 
     def timeline_frame(self) -> pd.DataFrame:
@@ -176,16 +177,16 @@ def cumulative_metrics(report: EnergyReport) -> dict[str, float]:
 
 
 def timeline_metrics(
-    report: EnergyReport, start: int = 0, stop: int | None = None
+    report: EnergyReport, after_s: float = float("-inf"), until_s: float = float("inf")
 ) -> list[tuple[str, float, int, int]]:
-    """``(key, watts, step, timestamp_ms)`` for timeline points ``start`` to ``stop``.
+    """``(key, watts, step, timestamp_ms)`` for timeline points with ``after_s < t_s <= until_s``.
 
     Step is whole seconds since the run started; the timestamp keeps points of
     sub-second timelines apart.
     """
     rows = []
-    for point in report.timeline[start:stop]:
-        ts = int((report.start_time + point.t_s) * 1000)
+    for point in (p for p in report.timeline if after_s < p.t_s <= until_s):
+        ts = int((report.start_time_s + point.t_s) * 1000)
         for domain, watts in point.power_w.items():
             if report.methods.get(domain, "none") != "none":
                 rows.append((f"green/power/{domain}_w", watts, int(point.t_s), ts))

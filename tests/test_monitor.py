@@ -428,3 +428,23 @@ def test_reset_monitor_never_reads_closed_meters(fake_nvml) -> None:
         thread.join(timeout=5.0)
     assert not thread.is_alive()
     assert [str(w.message) for w in caught] == []
+
+
+def test_timeline_memory_is_bounded_and_energy_stays_exact(monkeypatch, fake_powercap) -> None:
+    from mlflow_green import monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "MAX_TIMELINE_POINTS", 20)
+    fake_powercap.add_package(0, dram=False)
+    with mlflow_green.track(sample_interval_s=0.01) as t:
+        sampler = sampler_threads()[0]
+        for _ in range(60):
+            fake_powercap.advance("intel-rapl:0", 1.0)
+            # Wait for the sampler to take a point (bounded), so that thinning happens.
+            start = len(get_monitor()._timeline)
+            deadline = time.monotonic() + 2.0
+            while len(get_monitor()._timeline) == start and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert len(get_monitor()._timeline) <= 21
+        assert sampler.is_alive()
+    assert t.report.energy_j_by_domain["cpu"] == pytest.approx(60.0, abs=1e-6)
+    assert 10 <= len(t.report.timeline) <= 22
