@@ -67,17 +67,22 @@ def main() -> None:
 
     client = mlflow.MlflowClient()
     print(
-        f"\n{'run':12s} {'accuracy':>8s} {'energy (Wh)':>12s} {'CO2eq (g)':>10s} "
-        f"{'train (Wh)':>10s}  cpu meter"
+        f"\n{'run':12s} {'accuracy':>8s} {'train (Wh)':>10s} {'acc/train Wh':>12s} "
+        f"{'run (Wh)':>9s} {'run CO2eq (g)':>13s}  cpu meter"
     )
     for name, run_id in run_ids.items():
         run = client.get_run(run_id)
         m, t = run.data.metrics, run.data.tags
+        train_wh = m["green/phase/train_kwh"] * 1000
         print(
-            f"{name:12s} {m['accuracy']:8.3f} {m['green/energy_kwh'] * 1000:12.4f} "
-            f"{m['green/co2eq_kg'] * 1000:10.5f} {m['green/phase/train_kwh'] * 1000:10.4f}  "
+            f"{name:12s} {m['accuracy']:8.3f} {train_wh:10.4f} {m['accuracy'] / train_wh:12.1f} "
+            f"{m['green/energy_kwh'] * 1000:9.4f} {m['green/co2eq_kg'] * 1000:13.5f}  "
             f"{t['green.cpu_meter']}"
         )
+    print(
+        "\ntrain = the fit alone (mlflow_green.phase); run = the whole run, including logging "
+        "and registering the model."
+    )
     intensity = run.data.tags["green.carbon_intensity_g_per_kwh"]
     print(
         f"\nGrid: {COUNTRY} at {intensity} gCO2eq/kWh. Every run holds green/* metrics, green.* "
