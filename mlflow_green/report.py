@@ -239,12 +239,17 @@ def _plot_power(report: EnergyReport, frame: pd.DataFrame, path: str) -> None:
     ax = fig.add_subplot()
     for domain in DOMAINS:
         if report.methods.get(domain, "none") != "none" and len(frame):
+            # Each point is the average over the interval that ends at it: draw it from
+            # the previous point (from 0 for the first).
+            watts = list(frame[f"{domain}_w"])
             ax.step(
-                frame["t_s"],
-                frame[f"{domain}_w"],
+                [0.0, *frame["t_s"]],
+                [watts[0], *watts],
                 where="pre",
                 label=f"{domain} ({report.methods[domain]})",
             )
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("power (W)")
     ax.set_title(
