@@ -75,8 +75,10 @@ def sqlite_db_copy(path: Path) -> Path:
 class MlflowServer:
     """One ``mlflow server`` process group."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, registry_store_uri: str | None = None) -> None:
         self.root = root
+        # ``--registry-store-uri``; ``{db}`` stands for this server's SQLite file.
+        self.registry_store_uri = registry_store_uri
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -106,6 +108,8 @@ class MlflowServer:
             "--workers",
             "1",
         ]
+        if self.registry_store_uri is not None:
+            cmd += ["--registry-store-uri", self.registry_store_uri.format(db=db)]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -175,8 +179,15 @@ def _release() -> None:
             shutil.rmtree(server.root, ignore_errors=True)
 
 
-def server_fixture():
-    """A module-scoped fixture yielding the URL of the live ``mlflow server``."""
+def server_fixture(registry_store_uri: str | None = None):
+    """A module-scoped fixture yielding the URL of the live ``mlflow server``.
+
+    With ``registry_store_uri`` (``{db}`` is replaced by the server's SQLite file,
+    e.g. ``"green+sqlite:///{db}"``) the module gets a server of its own, started
+    with ``--registry-store-uri`` and stopped when the module ends.
+    """
+    if registry_store_uri is not None:
+        return _own_server_fixture(registry_store_uri)
 
     @pytest.fixture(scope="module")
     def mlflow_server() -> Iterator[str]:
@@ -186,6 +197,22 @@ def server_fixture():
             yield server.url
         finally:
             _release()
+
+    return mlflow_server
+
+
+def _own_server_fixture(registry_store_uri: str):
+    @pytest.fixture(scope="module")
+    def mlflow_server() -> Iterator[str]:
+        root = Path(tempfile.mkdtemp(prefix="mlflow-green-server-"))
+        server = MlflowServer(root, registry_store_uri=registry_store_uri)
+        try:
+            server.start()
+            server.wait_healthy()
+            yield server.url
+        finally:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
 
     return mlflow_server
 
