@@ -1,7 +1,9 @@
 """mlflow-green: energy and carbon of machine learning as first-class numbers in MLflow.
 
 Public API (imported lazily so that ``import mlflow_green`` costs almost nothing):
-``autolog``, ``track``, ``phase``, ``flush``, ``EnergyReport``.
+``autolog``, ``track``, ``phase``, ``flush``, ``EnergyReport``; registry budgets:
+``set_budget``, ``check_budget``, ``promote``, ``BudgetCheck``, ``EnergyBudgetExceeded``;
+comparison: ``rank_models``, ``measure_inference``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,43 @@ if TYPE_CHECKING:
     from mlflow_green.hooks import autolog, flush
     from mlflow_green.measure import Tracker, track
     from mlflow_green.phases import phase
+    from mlflow_green.registry import (
+        BudgetCheck,
+        EnergyBudgetExceeded,
+        check_budget,
+        promote,
+        remove_budget,
+        set_budget,
+    )
     from mlflow_green.report import EnergyReport
 
-__all__ = ["EnergyReport", "Tracker", "__version__", "autolog", "flush", "phase", "track"]
+__all__ = [
+    "BudgetCheck",
+    "EnergyBudgetExceeded",
+    "EnergyReport",
+    "Tracker",
+    "__version__",
+    "autolog",
+    "check_budget",
+    "flush",
+    "phase",
+    "promote",
+    "remove_budget",
+    "set_budget",
+    "track",
+]
 
 _LAZY = {
     "autolog": "mlflow_green.hooks",
     "flush": "mlflow_green.hooks",
     "phase": "mlflow_green.phases",
     "track": "mlflow_green.measure",
+    "set_budget": "mlflow_green.registry",
+    "remove_budget": "mlflow_green.registry",
+    "check_budget": "mlflow_green.registry",
+    "promote": "mlflow_green.registry",
+    "BudgetCheck": "mlflow_green.registry",
+    "EnergyBudgetExceeded": "mlflow_green.registry",
     "Tracker": "mlflow_green.measure",
     "EnergyReport": "mlflow_green.report",
 }
