@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow_green._version import __version__
 
 if TYPE_CHECKING:
+    from mlflow_green.compare import InferenceEnergy, RankingError, measure_inference, rank_models
     from mlflow_green.hooks import autolog, flush
     from mlflow_green.measure import Tracker, track
     from mlflow_green.phases import phase
@@ -30,13 +31,17 @@ __all__ = [
     "BudgetCheck",
     "EnergyBudgetExceeded",
     "EnergyReport",
+    "InferenceEnergy",
+    "RankingError",
     "Tracker",
     "__version__",
     "autolog",
     "check_budget",
     "flush",
+    "measure_inference",
     "phase",
     "promote",
+    "rank_models",
     "remove_budget",
     "set_budget",
     "track",
@@ -47,6 +52,10 @@ _LAZY = {
     "flush": "mlflow_green.hooks",
     "phase": "mlflow_green.phases",
     "track": "mlflow_green.measure",
+    "rank_models": "mlflow_green.compare",
+    "measure_inference": "mlflow_green.compare",
+    "RankingError": "mlflow_green.compare",
+    "InferenceEnergy": "mlflow_green.compare",
     "set_budget": "mlflow_green.registry",
     "remove_budget": "mlflow_green.registry",
     "check_budget": "mlflow_green.registry",

@@ -63,5 +63,100 @@ def sync(tracking_uri: str | None, no_artifacts: bool) -> None:
     sys.exit(1 if failed else 0)
 
 
+class _BadInput(click.ClickException):
+    """A message and exit code 2, like a usage error, without the usage line."""
+
+    exit_code = 2
+
+
+@main.command()
+@click.option("--metric", default="accuracy", show_default=True, help="Quality metric of the runs.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Registered model to include (repeatable); default: every model.",
+)
+@click.option(
+    "--lower-is-better",
+    is_flag=True,
+    help="The metric is an error (rmse, loss): rank by it, then by energy.",
+)
+@click.option(
+    "--energy",
+    type=click.Choice(["train", "inference"]),
+    default="train",
+    show_default=True,
+    help="Training kWh of the run, or inference Wh per 1,000 predictions.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE.png",
+    help="Also write the quality/energy Pareto plot here.",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="Tracking server (and registry) to read; default MLFLOW_TRACKING_URI.",
+)
+def rank(
+    metric: str,
+    models: tuple[str, ...],
+    lower_is_better: bool,
+    energy: str,
+    fmt: str,
+    plot: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Rank registered model versions by quality per kWh, with the Pareto front.
+
+    Versions lacking the metric or the energy come last with a reason. Reads only.
+    """
+    from mlflow_green import compare
+
+    try:
+        frame = compare.rank_models(
+            metric=metric,
+            model_names=list(models) or None,
+            greater_is_better=not lower_is_better,
+            energy=energy,
+            tracking_uri=tracking_uri,
+        )
+    except compare.RankingError as exc:
+        raise _BadInput(str(exc)) from None
+    if fmt == "json":
+        click.echo(compare.to_json(frame))
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif frame.empty:
+        click.echo("No registered model versions.")
+    else:
+        click.echo(compare.to_table(frame))
+    if plot:
+        try:
+            compare.plot_pareto(frame, plot)
+        except OSError as exc:
+            raise _BadInput(f"cannot write the plot to {plot!r}: {exc}") from None
+        click.echo(f"Pareto plot written to {plot}", err=True)
+
+
+# The registry commands live with the registry code.
+from mlflow_green.cli_registry import budget, gate, promote  # noqa: E402
+
+main.add_command(budget)
+main.add_command(gate)
+main.add_command(promote)
+
 if __name__ == "__main__":
     main()
