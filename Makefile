@@ -24,8 +24,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Each prints its figures; docs/benchmarks.md records them with these commands.
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/run_overhead.py
+	$(BIN)/python bench/rank_scale.py
+	$(BIN)/python bench/gate_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info mlruns mlflow.db .pytest_cache

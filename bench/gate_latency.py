@@ -20,68 +20,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(db: Path, registry_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_GREEN_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--registry-store-uri", registry_uri,
-        "--artifacts-destination", str(db.parent / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=db.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped as a whole
-        )  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait(proc: subprocess.Popen, url: str, log: Path, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling interval of a bounded wait
-    raise RuntimeError(f"server not healthy after {timeout_s} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+from _server import Server
 
 
 def _populate(db: Path) -> None:
@@ -116,23 +62,22 @@ def main() -> None:
     from mlflow import MlflowClient
 
     folder = Path(tempfile.mkdtemp(prefix="mlflow-green-gate-bench-"))
-    procs = []
+    servers: dict[str, Server] = {}
     try:
         (folder / "plain").mkdir()
         (folder / "gated").mkdir()
         template = folder / "template.db"
         _populate(template)
         dbs = {m: shutil.copyfile(template, folder / m / "mlflow.db") for m in ("plain", "gated")}
-        servers = {}
         for mode, db in dbs.items():
             registry = f"sqlite:///{db}" if mode == "plain" else f"green+sqlite:///{db}"
-            proc, url = _start(Path(db), registry, folder / mode / "server.log")
-            procs.append(proc)
-            servers[mode] = (proc, url)
+            servers[mode] = Server(
+                folder / mode, Path(db), extra_args=("--registry-store-uri", registry)
+            )
         clients = {}
-        for mode, (proc, url) in servers.items():
-            _wait(proc, url, folder / mode / "server.log")
-            clients[mode] = MlflowClient(tracking_uri=url, registry_uri=url)
+        for mode, server in servers.items():
+            server.wait_healthy()
+            clients[mode] = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
 
         # The gate is really there: an over-budget alias is refused by "gated" only.
         probe = clients["gated"]
@@ -173,8 +118,8 @@ def main() -> None:
         added = results["budgeted"]["gated"] - results["budgeted"]["plain"]
         print(f"gate_added_ms={added:.2f}")
     finally:
-        for proc in procs:
-            _stop(proc)
+        for server in servers.values():
+            server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -35,29 +35,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+from _server import Server
+
 VERSIONS_PER_MODEL = 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def populate(db: Path, versions: int, seed: int = 0) -> float:
@@ -136,63 +126,6 @@ def populate(db: Path, versions: int, seed: int = 0) -> float:
     tracking.engine.dispose()
     registry.engine.dispose()
     return time.perf_counter() - start
-
-
-class Server:
-    """``mlflow server`` on a SQLite file, in its own process group."""
-
-    def __init__(self, root: Path, db: Path, workers: int, gunicorn: bool) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "server.log"
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        for name in list(env):
-            if name.startswith(("MLFLOW_GREEN_", "MLFLOW_TRACKING_")):
-                del env[name]
-        cmd = [
-            *(sys.executable, "-m", "mlflow", "server"),
-            *("--backend-store-uri", f"sqlite:///{db}"),
-            *("--artifacts-destination", str(root / "artifacts")),
-            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)),
-        ]
-        if gunicorn:
-            cmd.append("--gunicorn-opts=--log-level=warning")
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def wait_healthy(self, timeout_s: float = 120.0) -> float:
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - start
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"mlflow server not healthy after {timeout_s} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 class RequestCounter:
