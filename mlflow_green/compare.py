@@ -58,6 +58,20 @@ class RankingError(ValueError):
 # -- ranking -----------------------------------------------------------------------------------
 
 
+def _data_columns(metric: str) -> list[str]:
+    """The columns read from the registry and the runs, in table order."""
+    return [
+        "model",
+        "version",
+        "aliases",
+        "run_id",
+        metric,
+        "energy_kwh",
+        "co2eq_kg",
+        "inference_wh_per_1k",
+    ]
+
+
 def rank_models(
     metric: str = "accuracy",
     model_names: Sequence[str] | str | None = None,
@@ -371,16 +385,7 @@ def _frame(
             reasons.append(f"{energy_col} is {row[energy_col]:g} (nothing was measured)")
         row["reason"] = "; ".join(reasons)
         rows.append(row)
-    columns = [
-        "model",
-        "version",
-        "aliases",
-        "run_id",
-        metric,
-        "energy_kwh",
-        "co2eq_kg",
-        "inference_wh_per_1k",
-    ]
+    columns = _data_columns(metric)
     frame = pd.DataFrame(rows, columns=[*columns, "reason"])
     frame["version"] = frame["version"].astype("int64")
     for col in columns[4:]:
@@ -424,14 +429,7 @@ def _order(frame: pd.DataFrame, metric: str, energy: str, greater: bool) -> pd.D
         list(range(1, len(ranked) + 1)) + [pd.NA] * (len(out) - len(ranked)), dtype="Int64"
     )
     columns = [
-        "model",
-        "version",
-        "aliases",
-        "run_id",
-        metric,
-        "energy_kwh",
-        "co2eq_kg",
-        "inference_wh_per_1k",
+        *_data_columns(metric),
         ratio_col,
         "pareto",
         "rank",
