@@ -12,28 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_green._env import parse_bool
 from mlflow_green.carbon import CarbonIntensity, resolve_intensity
 
 SCOPES = ("machine", "process")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+__all__ = ["SCOPES", "MeasureConfig", "env_name", "parse_bool", "positive_seconds", "resolve"]
 
 
 def env_name(name: str) -> str:
     """The environment variable that sets argument ``name``."""
     return f"MLFLOW_GREEN_{name.upper()}"
-
-
-def parse_bool(value: Any, name: str) -> bool:
-    """Parse a boolean argument or environment value, naming ``name`` on error."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"{name}={value!r} is not a boolean: expected true/false (or 1/0, yes/no)")
 
 
 def positive_seconds(name: str) -> Callable[[Any], float]:

@@ -22,6 +22,7 @@ import psutil
 
 from mlflow_green._warnings import warn
 from mlflow_green.meters import DOMAINS, Meter
+from mlflow_green.meters.estimate import busy_and_total_s
 
 _log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _ProcessShare:
         self._children: list[psutil.Process] = []
         self._children_t = float("-inf")
         self._refresh_children()
-        self._cpu_s, self._busy_s = self._tree_cpu_s(), _machine_busy_s()
+        self._cpu_s, self._busy_s = self._tree_cpu_s(), busy_and_total_s()[0]
         self._total_mem = psutil.virtual_memory().total
         self._cpu_share = 0.0
 
@@ -132,7 +133,7 @@ class _ProcessShare:
     def update(self) -> dict[str, float]:
         """Fractions of each domain's energy since the last update that belong to this tree."""
         # Read both CPU clocks back to back, so that they cover the same segment.
-        cpu_s, busy_s = self._tree_cpu_s(), _machine_busy_s()
+        cpu_s, busy_s = self._tree_cpu_s(), busy_and_total_s()[0]
         d_busy = busy_s - self._busy_s
         if d_busy > 0:  # else a segment shorter than the clock tick: keep the last share
             self._cpu_share = min(max((cpu_s - self._cpu_s) / d_busy, 0.0), 1.0)
@@ -141,11 +142,6 @@ class _ProcessShare:
         self._refresh_children()
         # NVML has no per-process energy: a GPU is attributed whole to its user.
         return {"cpu": self._cpu_share, "ram": ram, "gpu": 1.0}
-
-
-def _machine_busy_s() -> float:
-    t = psutil.cpu_times()
-    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
 
 class Window:

@@ -26,7 +26,12 @@ _armed: tuple | None = None  # (TrackingServiceClient, original create_run, tram
 
 
 def _wanted() -> bool:
-    return os.environ.get(_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    from mlflow_green._env import parse_bool
+
+    try:
+        return parse_bool(os.environ.get(_ENV, ""), _ENV)
+    except ValueError:  # not a boolean: stay off, as for any value that is not "true"
+        return False
 
 
 def install_from_env() -> None:

@@ -73,7 +73,8 @@ def lookup_tdp_w(model: str) -> float | None:
     return None
 
 
-def _busy_and_total_s() -> tuple[float, float]:
+def busy_and_total_s() -> tuple[float, float]:
+    """Machine CPU seconds spent busy, and in all, since boot (all CPUs summed)."""
     t = psutil.cpu_times()
     # Linux counts guest time inside user time, and steal is time the hypervisor
     # gave to others: neither is work of this machine's CPUs.
@@ -98,7 +99,7 @@ class CpuTdpMeter(Meter):
         self.tdp_w = known * self.sockets if known is not None else DEFAULT_W_PER_THREAD * threads
         self._energy_j = 0.0
         self._t = time.monotonic()
-        self._busy, self._total = _busy_and_total_s()
+        self._busy, self._total = busy_and_total_s()
 
     @property
     def devices(self) -> list[str]:
@@ -106,7 +107,7 @@ class CpuTdpMeter(Meter):
 
     def read(self) -> dict[str, float]:
         now = time.monotonic()
-        busy, total = _busy_and_total_s()
+        busy, total = busy_and_total_s()
         d_total = total - self._total
         load = min(max((busy - self._busy) / d_total, 0.0), 1.0) if d_total > 0 else 0.0
         self._energy_j += self.tdp_w * (0.1 + 0.9 * load**3) * (now - self._t)
