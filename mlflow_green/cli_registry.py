@@ -29,9 +29,16 @@ _TRACKING_URI = click.option(
 
 
 def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
+    """A client of the registry, after checking that its server answers at all (see _error)."""
+    import mlflow
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    from mlflow_green._tracking import unreachable_reason
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    reason = unreachable_reason(uri)
+    if reason is not None:  # MLflow itself would retry for minutes before giving up
+        raise ConnectionError(f"tracking server {uri} is unreachable: {reason}")
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 
 def _error(exc: Exception) -> None:

@@ -188,30 +188,12 @@ def _current_uri() -> str:
 
 
 def _check_reachable(uri: str) -> None:
-    """Fail at once, naming ``uri``, when an HTTP tracking server cannot be connected to.
+    """Fail at once, naming ``uri``, when an HTTP tracking server cannot be connected to."""
+    from mlflow_green._tracking import unreachable_reason
 
-    MLflow retries a refused connection with back-off for minutes; a TCP connect
-    (no retries, 5 s timeout) tells the user now. Skipped behind an HTTP proxy.
-    """
-    import socket
-    import urllib.parse
-    import urllib.request
-
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return
-    if parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
-        parsed.hostname
-    ):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=5.0).close()
-    except OSError as exc:
-        raise RankingError(
-            f"cannot read the model registry at {uri}: "
-            f"cannot connect to {parsed.hostname}:{port} ({exc})"
-        ) from None
+    reason = unreachable_reason(uri)
+    if reason is not None:
+        raise RankingError(f"cannot read the model registry at {uri}: {reason}")
 
 
 @contextlib.contextmanager

@@ -222,6 +222,7 @@ def test_cli_budget_promote_and_errors(local: Registry, tmp_path: Path) -> None:
         env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
     )
     assert result.exit_code == 2 and "ERROR" in result.output, result.output
+    assert f"{down} is unreachable" in result.output, result.output  # said at once, by name
     result = runner.invoke(cli_registry.budget, ["set", name, "--max-kwh", "-1"])
     assert result.exit_code == 2 and "non-negative" in result.output, result.output
     result = runner.invoke(cli_registry.budget, ["set", name])
