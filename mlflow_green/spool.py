@@ -91,15 +91,22 @@ def sync(tracking_uri: str | None = None, log_artifacts: bool = True) -> list[Sy
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
+    from mlflow_green._tracking import unreachable_reason
     from mlflow_green.hooks import _log_artifacts, _log_batches
 
     results = []
+    down: dict[str, str | None] = {}  # one probe per server, not one wait per file
     for path in pending():
         run_id = path.stem.rsplit("-", 1)[0]
         try:
             payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             run_id = payload["run_id"]
-            client = TrackingServiceClient(tracking_uri or payload["tracking_uri"])
+            uri = tracking_uri or payload["tracking_uri"]
+            if uri not in down:
+                down[uri] = unreachable_reason(uri)
+            if down[uri] is not None:
+                raise ConnectionError(f"tracking server {uri} is unreachable: {down[uri]}")
+            client = TrackingServiceClient(uri)
             metrics = [
                 Metric(k, v, ts, step, model_id=mid, run_id=run_id if mid else None)
                 for k, v, ts, step, mid in payload["metrics"]
