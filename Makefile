@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The distributed tests launch torchrun (gloo, CPU). 2.13.0 is pinned because this
+# team's machines carry its CPU build; elsewhere override it, e.g. `make test TORCH=torch`.
+TORCH ?= torch==2.13.0
 
 .PHONY: install demo test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
