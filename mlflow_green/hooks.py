@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_green import spool
+from mlflow_green import distributed, spool
 from mlflow_green._warnings import warn
 from mlflow_green.config import MeasureConfig, parse_bool, positive_seconds, resolve
 from mlflow_green.monitor import Window, get_monitor
@@ -41,7 +41,7 @@ _log = logging.getLogger(__name__)
 _TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 # Metrics that add up over a resumed run's sessions (power is an average, not additive).
 _ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s")
-_ADDITIVE_PREFIXES = ("green/energy/", "green/phase/")
+_ADDITIVE_PREFIXES = ("green/energy/", "green/phase/", "green/node/")
 # How long a run's end waits for a periodic flush of the same run still talking to the server.
 _FINAL_WAIT_S = 10.0
 # What ``silent=True`` hides: every warning of this package starts so.
@@ -79,6 +79,9 @@ class _Tracked:
     # after them, so that this session's totals are the run's latest values.
     base: dict[str, float] = field(default_factory=dict)
     step_offset: int = 0
+    # Distributed job: rank 0's key for this run in the job's store (the other ranks
+    # measure it too); a run on another rank holds that rank's own share instead.
+    job_key: str | None = None
 
     def totals(self, values: dict[str, float], all_keys: bool = False) -> dict[str, float]:
         """``values`` plus the earlier sessions' (and their other additive keys if ``all_keys``)."""
@@ -181,6 +184,23 @@ def autolog(
     else:
         _STATE.config = config  # runs already open keep measuring, with the new settings
         _STATE.wake.set()
+    _join_job()
+
+
+def _join_job() -> None:
+    # Every rank of a torchrun/srun job follows rank 0's runs (a no-op when single-process).
+    if _STATE is None:
+        return
+    try:
+        distributed.start(lambda: _STATE.config if _STATE is not None else None, _warn)
+    except Exception as exc:
+        _warn(f"could not join the distributed job ({exc!r}); this rank measures alone")
+
+
+def _warn(message: str) -> None:
+    state = _STATE
+    if state is not None:
+        state.warn(message)
 
 
 def is_enabled() -> bool:
@@ -305,6 +325,7 @@ def _uninstall() -> None:
                 mlflow.start_run = original
     _ORIGINALS.clear()
     state, _STATE = _STATE, None
+    distributed.stop()
     if state is not None:
         with state.lock:
             runs, state.runs = list(state.runs.values()), {}
@@ -401,10 +422,17 @@ def _on_start(
         if run_id in state.runs:  # lost a race with another thread: keep the first window
             window.close()
             return
-        state.runs[run_id] = _Tracked(
+        tracked = _Tracked(
             run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
         )
+        state.runs[run_id] = tracked
         _ensure_flusher(state)
+    job = distributed.current()
+    if job is not None:
+        if job.info.rank == 0:
+            tracked.job_key = job.announce(run_id)
+        else:
+            job.own_run_started()
 
 
 def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, float], int]:
@@ -441,7 +469,14 @@ def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
     locked = tracked.lock.acquire(timeout=_FINAL_WAIT_S)
     try:
         report = EnergyReport.from_measurement(tracked.window.close(), state.config.measure)
-        _log_final(state, tracked, client or tracked.client, report, end_time_ms)
+        job, job_tags = None, {}
+        coordinator = distributed.current()
+        if coordinator is not None and tracked.job_key is not None:
+            job = coordinator.collect(tracked.job_key, report)
+        elif coordinator is not None:  # a run of its own on a rank other than 0
+            report = coordinator.own_share(report)
+            job_tags = coordinator.own_tags()
+        _log_final(state, tracked, client or tracked.client, report, end_time_ms, job, job_tags)
     finally:
         if locked:
             tracked.lock.release()
@@ -453,6 +488,8 @@ def _log_final(
     client: Any,
     report: EnergyReport,
     end_time_ms: int | None = None,
+    job: distributed.JobEnergy | None = None,
+    job_tags: dict[str, str] | None = None,
 ) -> None:
     from mlflow.entities import Metric, RunTag
 
@@ -461,10 +498,14 @@ def _log_final(
         now_ms = min(now_ms, int(end_time_ms))
     step = tracked.step_offset + int(report.duration_s)
     summary = final_metrics(report)
+    if job is not None:  # the whole job's energy, node by node
+        summary.update(job.metrics())
+        job_tags = {**(job_tags or {}), **job.tags()}
     values = tracked.totals({**summary, **_phase_metrics(tracked, report.pue)}, all_keys=True)
     metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
     metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, float("inf"), now_ms)
-    run_tags = [RunTag(k, v) for k, v in tags(report).items() if tracked.tags_logged.get(k) != v]
+    all_tags = {**tags(report), **(job_tags or {})}
+    run_tags = [RunTag(k, v) for k, v in all_tags.items() if tracked.tags_logged.get(k) != v]
     # The summary attached to the run's LoggedModels makes them searchable by energy.
     metrics += [
         Metric(k, values[k], now_ms, step, model_id=mid, run_id=tracked.run_id)
@@ -476,7 +517,7 @@ def _log_final(
         # and the report goes to the spool before anything else is tried.
         _log_batches(client, tracked.run_id, metrics, run_tags)
         if state.config.log_artifacts:
-            _log_artifacts(client, tracked.run_id, report)
+            _log_artifacts(client, tracked.run_id, report, job)
     except Exception as exc:
         _spool(state, client, tracked.run_id, report, metrics, run_tags, exc)
 
@@ -517,11 +558,17 @@ def _log_batches(client: Any, run_id: str, metrics: list, run_tags: list) -> Non
         client.log_batch(run_id, metrics=metrics, params=[], tags=run_tags)
 
 
-def _log_artifacts(client: Any, run_id: str, report: EnergyReport) -> None:
+def _log_artifacts(
+    client: Any, run_id: str, report: EnergyReport, job: distributed.JobEnergy | None = None
+) -> None:
+    import json
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mlflow-green-") as folder:
         write_artifacts(report, folder)
+        if job is not None:
+            with open(os.path.join(folder, "nodes.json"), "w", encoding="utf-8") as f:
+                json.dump(job.to_dict(), f, indent=2)
         client.log_artifacts(run_id, folder, "green")
 
 
@@ -587,9 +634,13 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
             ts = int((report.start_time_s + report.duration_s) * 1000)
             step = tracked.step_offset + int(report.duration_s)
-            values = tracked.totals(
-                {**cumulative_metrics(report), **_phase_metrics(tracked, report.pue)}
-            )
+            cumulative = cumulative_metrics(report)
+            coordinator = distributed.current()
+            if coordinator is not None and tracked.job_key is not None:
+                job = coordinator.live(tracked.job_key, report)
+                if job is not None:  # the whole job so far, from the ranks' live reports
+                    cumulative = {k: job.metrics()[k] for k in cumulative}
+            values = tracked.totals({**cumulative, **_phase_metrics(tracked, report.pue)})
             metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.
             until_s = report.timeline[-2].t_s if len(report.timeline) > 1 else float("-inf")
@@ -671,6 +722,7 @@ _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 
 def _end_all_killed() -> None:
     errors = []
+    _finish_job_runs()
     try:
         import mlflow
 
@@ -701,7 +753,18 @@ def _flush_at_exit() -> None:
     # Runs MLflow will not end (client-created, left open): keep their latest totals.
     # Fluent runs still open are ended by MLflow's own atexit handler.
     if _STATE is not None:
+        _finish_job_runs()
         flush()
+
+
+def _finish_job_runs() -> None:
+    # A rank other than 0 that ends before rank 0's run does: its energy so far goes now.
+    coordinator = distributed.current()
+    if coordinator is not None:
+        try:
+            coordinator.finish()
+        except Exception as exc:
+            _log.debug("%s finishing job runs: %r", _WARNING_PREFIX, exc)
 
 
 def _forget_runs_after_fork() -> None:

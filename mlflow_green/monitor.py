@@ -195,6 +195,10 @@ class Monitor:
             for d in DOMAINS
         }
 
+    def devices(self, domain: str) -> list[str]:
+        """Ids of the measured devices of ``domain`` (GPU UUIDs, ``package-0``...), in order."""
+        return [d for m in self._meters if m.domain == domain for d in m.devices]
+
     # -- reading ---------------------------------------------------------------------------
     def _read(self) -> _Snapshot:
         """Advance the cumulative counters to now. Caller holds the lock."""

@@ -1,0 +1,233 @@
+"""Adding up the ranks' measurements of a job, counting every device once.
+
+Pure functions over plain dicts (what travels through the store as JSON), so
+they are the same on every rank and testable without a job.
+
+Every rank measures what it sees; ownership decides who is counted for what:
+
+* a GPU belongs to the lowest rank that claims it (see ``job.claimed_gpus``),
+  or, if none does, to the lowest rank that reported it; UUIDs are unique
+  across nodes, so a GPU is counted once in the whole job;
+* a node's CPU packages and RAM belong to the lowest rank on that node (as in
+  perun), unless measured with ``scope="process"``: then each rank's share is
+  its own and the shares add up;
+* when an owner's report is missing (the rank died), another rank on the same
+  node that saw the device stands in, so a survivor still counts its host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_green.carbon import co2eq_kg
+from mlflow_green.meters import DOMAINS
+
+J_PER_KWH = 3.6e6
+
+Contribution = dict[str, Any]
+"""One rank's report for one run: ``rank``, ``node``, ``final``, ``own_runs``, ``scope``,
+``start_time_s``, ``duration_s``, ``energy_j`` (domain -> device -> J, no PUE), ``methods``,
+``hardware``, ``pue``, ``g_per_kwh``, ``country``, ``region``, ``intensity_source``."""
+
+
+def contribution(report: Any, rank: int, node: str, final: bool, own_runs: bool) -> Contribution:
+    """What a rank sends for one run, from its :class:`~mlflow_green.report.EnergyReport`."""
+    return {
+        "rank": rank,
+        "node": node,
+        "final": final,
+        "own_runs": own_runs,
+        "scope": report.scope,
+        "start_time_s": report.start_time_s,
+        "duration_s": report.duration_s,
+        "energy_j": {d: dict(devs) for d, devs in report.energy_j_by_device.items()},
+        "methods": dict(report.methods),
+        "hardware": dict(report.hardware),
+        "pue": report.pue,
+        "g_per_kwh": report.carbon_intensity_g_per_kwh,
+        "country": report.country,
+        "region": report.region,
+        "intensity_source": report.intensity_source,
+    }
+
+
+def _key(domain: str, device: str, node: str, rank: int, scope: str) -> tuple:
+    if domain == "gpu":
+        return ("gpu", device)
+    if scope == "process":  # a process share: every rank's is its own
+        return (domain, node, device, rank)
+    return (domain, node, device)
+
+
+def _owner(key: tuple, nodes: dict[int, dict[str, Any]]) -> int | None:
+    """The rank that should count ``key``, from the ranks' self-descriptions (``nodes``)."""
+    if key[0] == "gpu":
+        claimants = [r for r, n in nodes.items() if key[1] in n.get("claims", ())]
+        return min(claimants, default=None)
+    if len(key) == 4:
+        return key[3]
+    on_node = [r for r, n in nodes.items() if n.get("node") == key[1]]
+    return min(on_node, default=None)
+
+
+def owned_energy_j(
+    contrib: Contribution, nodes: dict[int, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """The part of one rank's measurement that rank owns: its share when every rank logs its
+    own run. Devices whose owner cannot be told stay in."""
+    rank, node, scope = contrib["rank"], contrib["node"], contrib["scope"]
+    out: dict[str, dict[str, float]] = {}
+    for domain, devices in contrib["energy_j"].items():
+        for device, joules in devices.items():
+            owner = _owner(_key(domain, device, node, rank, scope), nodes)
+            if owner is None or owner == rank:
+                out.setdefault(domain, {})[device] = joules
+    return out
+
+
+@dataclass(frozen=True)
+class NodeEnergy:
+    """One node's energy in a job, with that node's PUE and grid intensity."""
+
+    node_id: str
+    ranks: list[int]
+    """Ranks whose reports are counted for this node."""
+    energy_j_by_domain: dict[str, float]
+    """Joules per domain at the devices (no PUE)."""
+    pue: float
+    carbon_intensity_g_per_kwh: float
+    country: str | None = None
+    region: str | None = None
+
+    @property
+    def energy_kwh(self) -> float:
+        """kWh drawn by the facility for this node (PUE applied)."""
+        return sum(self.energy_j_by_domain.values()) * self.pue / J_PER_KWH
+
+    @property
+    def co2eq_kg(self) -> float:
+        """kg CO2eq at this node's grid intensity."""
+        return co2eq_kg(self.energy_kwh, self.carbon_intensity_g_per_kwh)
+
+
+@dataclass(frozen=True)
+class JobEnergy:
+    """The whole job's energy for one run, node by node."""
+
+    world_size: int
+    nodes: dict[str, NodeEnergy]
+    missing_ranks: list[int] = field(default_factory=list)
+    """Ranks with no final report after the wait (their last live report, if any, counts)."""
+    own_run_ranks: list[int] = field(default_factory=list)
+    """Ranks that log runs of their own: what they own is in those runs, not here."""
+    reports: list[Contribution] = field(default_factory=list)
+
+    @property
+    def energy_kwh(self) -> float:
+        """Total kWh of every node, each with its own PUE."""
+        return sum(n.energy_kwh for n in self.nodes.values())
+
+    @property
+    def co2eq_kg(self) -> float:
+        """Total kg CO2eq, each node at its own grid intensity."""
+        return sum(n.co2eq_kg for n in self.nodes.values())
+
+    def energy_kwh_by_domain(self) -> dict[str, float]:
+        """kWh per domain over all nodes (PUE applied): they add up to :attr:`energy_kwh`."""
+        return {
+            d: sum(n.energy_j_by_domain.get(d, 0.0) * n.pue for n in self.nodes.values())
+            / J_PER_KWH
+            for d in DOMAINS
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """The run's job-wide metrics: totals, domains and ``green/node/<node_id>_kwh``."""
+        out = {"green/energy_kwh": self.energy_kwh, "green/co2eq_kg": self.co2eq_kg}
+        out.update({f"green/energy/{d}_kwh": v for d, v in self.energy_kwh_by_domain().items()})
+        out.update({f"green/node/{n}_kwh": e.energy_kwh for n, e in self.nodes.items()})
+        return out
+
+    def tags(self) -> dict[str, str]:
+        """``green.nodes``, ``green.ranks`` and, if any, ``green.missing_ranks``."""
+        out = {"green.nodes": str(len(self.nodes)), "green.ranks": str(self.world_size)}
+        if self.missing_ranks:
+            out["green.missing_ranks"] = ",".join(map(str, self.missing_ranks))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (``green/nodes.json``)."""
+        return {
+            "world_size": self.world_size,
+            "energy_kwh": self.energy_kwh,
+            "co2eq_kg": self.co2eq_kg,
+            "missing_ranks": self.missing_ranks,
+            "own_run_ranks": self.own_run_ranks,
+            "nodes": {
+                n: {
+                    "ranks": e.ranks,
+                    "energy_j_by_domain": e.energy_j_by_domain,
+                    "energy_kwh": e.energy_kwh,
+                    "co2eq_kg": e.co2eq_kg,
+                    "pue": e.pue,
+                    "carbon_intensity_g_per_kwh": e.carbon_intensity_g_per_kwh,
+                    "country": e.country,
+                    "region": e.region,
+                }
+                for n, e in self.nodes.items()
+            },
+            "reports": self.reports,
+        }
+
+
+def combine(
+    reports: dict[int, Contribution], nodes: dict[int, dict[str, Any]], world_size: int
+) -> JobEnergy:
+    """Add up the ranks' ``reports`` (rank -> latest report), each device once.
+
+    ``nodes`` maps rank -> ``{"node": id, "claims": [gpu uuids]}`` as each rank
+    described itself. A rank with runs of its own keeps what it owns for them.
+    """
+    own = sorted(r for r, c in reports.items() if c.get("own_runs") and r != 0)
+    # Who reported each device, and which report counts for it.
+    seen: dict[tuple, list[int]] = {}
+    for rank, c in reports.items():
+        for domain, devices in c["energy_j"].items():
+            for device in devices:
+                seen.setdefault(_key(domain, device, c["node"], rank, c["scope"]), []).append(rank)
+    node_j: dict[str, dict[str, float]] = {}
+    node_ranks: dict[str, set[int]] = {}
+    for key, ranks in seen.items():
+        owner = _owner(key, nodes)
+        if owner in own:
+            continue  # in that rank's own run
+        eligible = [r for r in ranks if r not in own]
+        if not eligible:
+            continue
+        rank = owner if owner in eligible else min(eligible)
+        c = reports[rank]
+        domain, device = key[0], key[1] if key[0] == "gpu" else key[2]
+        per_domain = node_j.setdefault(c["node"], dict.fromkeys(DOMAINS, 0.0))
+        per_domain[domain] = per_domain.get(domain, 0.0) + c["energy_j"][domain][device]
+        node_ranks.setdefault(c["node"], set()).add(rank)
+    result: dict[str, NodeEnergy] = {}
+    for node, joules in sorted(node_j.items()):
+        # The node's PUE and intensity: its lowest counted rank's configuration.
+        first = reports[min(node_ranks[node])]
+        result[node] = NodeEnergy(
+            node_id=node,
+            ranks=sorted(node_ranks[node]),
+            energy_j_by_domain=joules,
+            pue=float(first["pue"]),
+            carbon_intensity_g_per_kwh=float(first["g_per_kwh"]),
+            country=first.get("country"),
+            region=first.get("region"),
+        )
+    missing = sorted(r for r in range(world_size) if not reports.get(r, {}).get("final"))
+    return JobEnergy(
+        world_size=world_size,
+        nodes=result,
+        missing_ranks=missing,
+        own_run_ranks=own,
+        reports=[reports[r] for r in sorted(reports)],
+    )

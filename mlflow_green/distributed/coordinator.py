@@ -1,0 +1,384 @@
+"""The ranks of a job talking through the launcher's TCPStore.
+
+torchrun (and ``init_process_group`` with ``env://`` under srun) serves a
+key-value store at ``MASTER_ADDR:MASTER_PORT``. Each rank opens its own client
+connections to it, so nothing here competes with the user's process group,
+needs it initialised, or takes part in a collective: a rank that finishes
+early, late or never cannot deadlock the others.
+
+Protocol, under the job's namespace:
+
+* ``node/<rank>``: each rank's node id and claimed GPUs, set on connection.
+* ``events`` / ``event/<n>``: rank 0 appends ``start`` and ``end`` of each of its
+  runs. The other ranks follow the log in a thread blocked on the next event,
+  open a measurement window at ``start`` and answer ``end`` with
+  ``run/<key>/final/<rank>`` (and count ``run/<key>/done``).
+* ``run/<key>/live/<rank>``: every flush interval, the rank's running totals,
+  so rank 0's flushes show the whole job and a rank that dies leaves its last.
+* ``beat/<rank>``: a counter each rank bumps every second; rank 0 stops waiting
+  for a rank whose counter stands still.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from mlflow_green.distributed.combine import (
+    Contribution,
+    JobEnergy,
+    combine,
+    contribution,
+    owned_energy_j,
+)
+from mlflow_green.distributed.job import RankInfo, claimed_gpus
+from mlflow_green.monitor import Window, get_monitor
+from mlflow_green.report import EnergyReport
+
+_log = logging.getLogger(__name__)
+
+#: Longest rank 0 waits at a run's end for ranks that are alive (their beat moves).
+WAIT_ENV = "MLFLOW_GREEN_RANK_WAIT_S"
+DEFAULT_WAIT_S = 30.0
+BEAT_S = 1.0
+#: A rank whose beat has not moved for this long is taken for dead.
+DEAD_AFTER_S = 5.0 * BEAT_S
+_POLL_S = 0.02
+_CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
+_OP_TIMEOUT_S = 30.0
+_FOREVER = datetime.timedelta(days=3650)  # a blocked wait for the next event
+
+
+def _wait_s() -> float:
+    raw = os.environ.get(WAIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_WAIT_S
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        _log.warning("mlflow-green: %s=%r is not seconds >= 0; using %s", WAIT_ENV, raw, 30)
+        return DEFAULT_WAIT_S
+    return value
+
+
+def connect(
+    info: RankInfo, connect_s: float = _OP_TIMEOUT_S, op_s: float | None = _OP_TIMEOUT_S
+) -> Any:
+    """A new client connection to the job's store (a ``PrefixStore`` on our namespace).
+
+    ``connect_s`` bounds the connection attempts, ``op_s`` each later operation
+    (``None``: no limit, for a thread blocked on the next event).
+    """
+    from torch.distributed import PrefixStore, TCPStore
+
+    store = TCPStore(
+        info.store_host,
+        info.store_port,
+        is_master=False,
+        timeout=datetime.timedelta(seconds=connect_s),
+        wait_for_workers=False,  # the launcher's rendezvous counts workers: we are none
+    )
+    store.set_timeout(_FOREVER if op_s is None else datetime.timedelta(seconds=op_s))
+    return PrefixStore(info.namespace, store)
+
+
+def _get_json(store: Any, key: str) -> Any:
+    return json.loads(store.get(key).decode())
+
+
+class Coordinator:
+    """This process's part in its job's energy accounting (one per process)."""
+
+    def __init__(
+        self,
+        info: RankInfo,
+        config: Callable[[], Any],
+        warn: Callable[[str], None],
+    ) -> None:
+        self.info = info
+        self._config = config  # -> autolog's current configuration (measure, flush_interval_s)
+        self._warn = warn
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._own_runs = False
+        self._joined: dict[str, Window] = {}  # run key -> window (ranks other than 0)
+        self._tasks: list[tuple[Callable[[Any], Any], Future]] = []
+        self._has_task = threading.Condition(self._lock)
+        self._failed = False
+        self._keys = itertools.count()
+        target = self._serve_rank0 if info.rank == 0 else self._follow
+        self._threads = [threading.Thread(target=target, name="mlflow-green-job", daemon=True)]
+        if info.rank != 0:
+            self._threads.append(
+                threading.Thread(target=self._beat, name="mlflow-green-beat", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
+
+    # -- every rank --------------------------------------------------------------------------
+    def _describe(self, store: Any) -> None:
+        visible = get_monitor().devices("gpu")
+        entry = {
+            "node": self.info.node_id,
+            "claims": claimed_gpus(self.info, visible),
+        }
+        store.set(f"node/{self.info.rank}", json.dumps(entry))
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        # The store goes away when the job ends (or rank 0 exits): that loses nothing
+        # unless this rank still follows a run.
+        with self._lock:
+            losing = bool(self._joined) or self.info.rank == 0
+        if not losing or self._stopped.is_set():
+            _log.debug("mlflow-green: %s: %r", what, exc)
+        elif not self._failed:
+            self._failed = True
+            self._warn(
+                f"rank {self.info.rank}: {what} failed ({exc!r}); this rank's energy is not "
+                "shared with the job's run"
+            )
+
+    def own_run_started(self) -> None:
+        """This rank logs runs of its own: its share goes there, not into rank 0's run."""
+        self._own_runs = True
+
+    def own_share(self, report: EnergyReport, timeout_s: float = 5.0) -> EnergyReport:
+        """``report`` cut down to what this rank owns (see ``combine``), for its own run."""
+        nodes = self._call(self._read_nodes, timeout_s)
+        if nodes is None:
+            return report
+        nodes.setdefault(self.info.rank, {"node": self.info.node_id, "claims": []})
+        mine = contribution(report, self.info.rank, self.info.node_id, True, True)
+        kept = owned_energy_j(mine, nodes)
+        by_device = {d: dict(kept.get(d, {})) for d in report.energy_j_by_device}
+        methods = {
+            d: (m if by_device.get(d) or not report.energy_j_by_device.get(d) else "none")
+            for d, m in report.methods.items()
+        }
+        import dataclasses
+
+        return dataclasses.replace(
+            report,
+            energy_j_by_device=by_device,
+            energy_j_by_domain={d: sum(v.values()) for d, v in by_device.items()},
+            methods=methods,
+        )
+
+    def own_tags(self) -> dict[str, str]:
+        """Tags of a run this rank logs itself: which rank and node its share is."""
+        return {
+            "green.rank": str(self.info.rank),
+            "green.node": self.info.node_id,
+            "green.ranks": str(self.info.world_size),
+        }
+
+    def _read_nodes(self, store: Any) -> dict[int, dict[str, Any]]:
+        keys = [f"node/{r}" for r in range(self.info.world_size)]
+        return {r: _get_json(store, k) for r, k in enumerate(keys) if store.check([k])}
+
+    def stop(self) -> None:
+        """Stop following the job (``autolog(disable=True)``); open windows close."""
+        self._stopped.set()
+        with self._lock:
+            self._has_task.notify_all()
+            windows, self._joined = list(self._joined.values()), {}
+        for window in windows:
+            window.close()
+
+    # -- rank 0 ------------------------------------------------------------------------------
+    def _submit(self, task: Callable[[Any], Any]) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._tasks.append((task, future))
+            self._has_task.notify()
+        return future
+
+    def _call(self, task: Callable[[Any], Any], timeout_s: float) -> Any:
+        if self.info.rank != 0:  # only rank 0 keeps a task thread: others connect anew
+            try:
+                return task(connect(self.info, timeout_s))
+            except Exception as exc:
+                _log.debug("mlflow-green: job store: %r", exc)
+                return None
+        try:
+            return self._submit(task).result(timeout_s)
+        except Exception as exc:
+            _log.debug("mlflow-green: job store: %r", exc)
+            return None
+
+    def _serve_rank0(self) -> None:
+        # Every store operation of rank 0 runs here, in order, on one connection: run starts
+        # never wait for the store, and events reach the log in the order they happened.
+        try:
+            store = connect(self.info, _CONNECT_TIMEOUT_S)
+            self._describe(store)
+        except Exception as exc:
+            self._fail("connecting to the job's store", exc)
+            store = None
+        while True:
+            with self._lock:
+                while not self._tasks and not self._stopped.is_set():
+                    self._has_task.wait()
+                if self._stopped.is_set() and not self._tasks:
+                    return
+                task, future = self._tasks.pop(0)
+            if store is None:
+                future.set_exception(RuntimeError("not connected to the job's store"))
+                continue
+            try:
+                future.set_result(task(store))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def announce(self, run_id: str) -> str:
+        """Tell the other ranks that a run started here; returns the run's job key."""
+        key = f"{run_id}.{os.getpid()}.{next(self._keys)}"
+        self._submit(lambda store: self._post(store, {"kind": "start", "key": key}))
+        return key
+
+    @staticmethod
+    def _post(store: Any, event: dict[str, Any]) -> None:
+        n = store.add("events", 1)
+        store.set(f"event/{n}", json.dumps(event))
+
+    def collect(self, key: str, report: EnergyReport) -> JobEnergy | None:
+        """End run ``key`` on every rank and add up the job's energy (bounded wait)."""
+        wait_s = _wait_s()
+
+        def task(store: Any) -> JobEnergy:
+            self._post(store, {"kind": "end", "key": key})
+            return self._gather(store, key, report, wait_s)
+
+        job = self._call(task, wait_s + DEAD_AFTER_S + 30.0)
+        if job is None:
+            self._warn(
+                f"could not collect the other ranks' energy for run {key.split('.')[0]}; "
+                "the run holds rank 0's only"
+            )
+        return job
+
+    def live(self, key: str, report: EnergyReport) -> JobEnergy | None:
+        """The job's running totals from the ranks' latest live reports (for flushes)."""
+        return self._call(lambda store: self._combine(store, key, report, {}), 5.0)
+
+    def _gather(self, store: Any, key: str, report: EnergyReport, wait_s: float) -> JobEnergy:
+        others = set(range(1, self.info.world_size))  # neither reported nor given up on
+        final: dict[int, Contribution] = {}
+        beats: dict[int, tuple[int, float]] = {}  # rank -> (beat count, when it last moved)
+        start = next_scan = time.monotonic()
+        seen_done = -1
+        while others:
+            now = time.monotonic()
+            done = store.add(f"run/{key}/done", 0)  # one request while nothing changes
+            if done != seen_done or now >= next_scan:
+                seen_done, next_scan = done, now + BEAT_S / 2
+                for rank in sorted(others):
+                    k = f"run/{key}/final/{rank}"
+                    if store.check([k]):
+                        final[rank] = _get_json(store, k)
+                        others.discard(rank)
+                        continue
+                    count = store.add(f"beat/{rank}", 0)
+                    last = beats.get(rank)
+                    if last is None or last[0] != count:
+                        beats[rank] = (count, now)
+                    elif now - last[1] >= DEAD_AFTER_S:
+                        others.discard(rank)  # dead: its last live report, if any, counts
+            if not others or now - start >= wait_s:
+                break
+            time.sleep(_POLL_S)
+        job = self._combine(store, key, report, final)
+        for rank in range(1, self.info.world_size):
+            for kind in ("final", "live"):
+                store.delete_key(f"run/{key}/{kind}/{rank}")
+        store.delete_key(f"run/{key}/done")
+        return job
+
+    def _combine(
+        self, store: Any, key: str, report: EnergyReport, final: dict[int, Contribution]
+    ) -> JobEnergy:
+        reports = {0: contribution(report, 0, self.info.node_id, True, False), **final}
+        for rank in range(1, self.info.world_size):
+            k = f"run/{key}/live/{rank}"
+            if rank not in reports and store.check([k]):
+                reports[rank] = _get_json(store, k)
+        return combine(reports, self._read_nodes(store), self.info.world_size)
+
+    # -- other ranks -------------------------------------------------------------------------
+    def _follow(self) -> None:
+        try:
+            store = connect(self.info, _CONNECT_TIMEOUT_S, op_s=None)
+            self._describe(store)
+            n = 1
+            while not self._stopped.is_set():
+                store.wait([f"event/{n}"])
+                event = _get_json(store, f"event/{n}")
+                n += 1
+                if not self._stopped.is_set():
+                    self._on_event(store, event)
+        except Exception as exc:
+            self._fail("following rank 0's runs", exc)
+
+    def _on_event(self, store: Any, event: dict[str, Any]) -> None:
+        key = event["key"]
+        if event["kind"] == "start":
+            cfg = self._config().measure
+            window = get_monitor().open(f"job run {key}", cfg.scope, cfg.sample_interval_s)
+            with self._lock:
+                self._joined[key] = window
+        elif event["kind"] == "end":
+            self._send_final(store, key)
+
+    def _send_final(self, store: Any, key: str) -> None:
+        with self._lock:
+            window = self._joined.pop(key, None)
+        if window is None:
+            return
+        report = EnergyReport.from_measurement(window.close(), self._config().measure)
+        store.set(f"run/{key}/final/{self.info.rank}", json.dumps(self._contribution(report)))
+        store.add(f"run/{key}/done", 1)
+
+    def _contribution(self, report: EnergyReport, final: bool = True) -> Contribution:
+        return contribution(report, self.info.rank, self.info.node_id, final, self._own_runs)
+
+    def _beat(self) -> None:
+        try:
+            store = connect(self.info, _CONNECT_TIMEOUT_S)
+            last_live = time.monotonic()
+            while not self._stopped.wait(BEAT_S):
+                store.add(f"beat/{self.info.rank}", 1)
+                flush_s = self._config().flush_interval_s
+                if time.monotonic() - last_live >= flush_s:
+                    last_live = time.monotonic()
+                    self._send_live(store)
+        except Exception as exc:
+            self._fail("reporting to rank 0", exc)
+
+    def _send_live(self, store: Any) -> None:
+        with self._lock:
+            joined = list(self._joined.items())
+        for key, window in joined:
+            report = EnergyReport.from_measurement(window.snapshot(), self._config().measure)
+            live = self._contribution(report, final=False)
+            store.set(f"run/{key}/live/{self.info.rank}", json.dumps(live))
+
+    def finish(self, timeout_s: float = 5.0) -> None:
+        """Send the final report of every run this rank follows (at exit, on SIGTERM)."""
+        with self._lock:
+            keys = list(self._joined)
+        if not keys or self.info.rank == 0:
+            return
+        try:
+            store = connect(self.info, timeout_s)
+            for key in keys:
+                self._send_final(store, key)
+        except Exception as exc:
+            self._fail("sending this rank's energy at exit", exc)
