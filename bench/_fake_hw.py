@@ -317,7 +317,11 @@ def tracking_store() -> Iterator[str]:
 
 
 def measure(
-    machine: FakeMachine, profile: Profile, seconds: float, tools: list[Tool], phase_s: float = 0.037
+    machine: FakeMachine,
+    profile: Profile,
+    seconds: float,
+    tools: list[Tool],
+    phase_s: float = 0.037,
 ) -> dict:
     """Run ``profile`` for ``seconds`` with every tool measuring the same window.
 

@@ -18,15 +18,13 @@ Last line: ``gate_added_ms=<median added latency, budget case>``.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
+import _common
 from _server import Server
 
 
@@ -52,12 +50,10 @@ def _populate(db: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls (< 1 minute)")
+    parser = _common.parser(__doc__, "150 calls per case")
     args = parser.parse_args()
     calls = 150 if args.quick else 1000
-    warnings.simplefilter("ignore")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _common.begin(args)
 
     from mlflow import MlflowClient
 
@@ -121,6 +117,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+    _common.save("gate_latency", args, {"calls": calls, "median_ms": results})
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ short runs of 1 s and 5 s. Needs torch with CUDA. Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import platform
 import time
-import warnings
+
+import _common
 
 
 def _load(kind: str, seconds: float) -> None:
@@ -70,12 +69,10 @@ def sync_check() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = _common.parser(__doc__, "10 s instead of 30 s for the long loads")
     parser.add_argument("--sync-only", action="store_true", help="only the async-kernel check")
     args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    _common.begin(args)
 
     if args.sync_only:
         print(sync_check())
@@ -121,11 +118,13 @@ def main() -> None:
             flush=True,
         )
 
-    print(sync_check())
-    print(
-        f"\nGPU: {gpu}; driver {pynvml.nvmlSystemGetDriverVersion()}; "
-        f"host {platform.node()}; torch {torch.__version__}\n"
+    sync = sync_check()
+    print(sync)
+    device = (
+        f"{gpu}; driver {pynvml.nvmlSystemGetDriverVersion()}; "
+        f"host {platform.node()}; torch {torch.__version__}"
     )
+    print(f"\nGPU: {device}\n")
     print(
         "| load | seconds | counter (J) | mean W | integrated power 10 Hz (J) | vs counter "
         "| CodeCarbon 1 s (J) | vs counter |"
@@ -136,6 +135,9 @@ def main() -> None:
             f"| {kind} | {seconds:g} | {c:.1f} | {c / dur:.0f} | {p:.1f} | {p / c - 1:+.2%} "
             f"| {cc:.1f} | {cc / c - 1:+.2%} |"
         )
+    fields = ("load", "seconds", "duration_s", "counter_j", "power_j", "codecarbon_j")
+    table = [dict(zip(fields, row, strict=True)) for row in rows]
+    _common.save("gpu_validation", args, {"device": device, "sync_check": sync, "rows": table})
 
 
 if __name__ == "__main__":

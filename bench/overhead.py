@@ -1,32 +1,45 @@
-"""Throughput cost of measuring: a CPU-bound pure-Python loop with and without a tracker open.
+"""Throughput cost of measuring: two workloads with and without each tool, interleaved.
 
-Interleaved in one process: each round runs the loop bare, inside
-``mlflow_green.track()`` and inside CodeCarbon's
-``OfflineEmissionsTracker(measure_power_secs=1)``, in a rotating order so
-drift (thermal, other load) hits all three alike. Only the loop is timed:
-tracker start/stop costs are measured by ``bench/run_overhead.py``.
+Workloads: a pure-Python CPU-bound loop (iterations/s) and a small PyTorch CPU
+training loop (an MLP on random data, a fixed number of SGD steps; steps/s),
+each run bare and inside every contender, in one process:
 
-Prints per-round figures, the import cost that ``import mlflow_green`` adds to
-``import mlflow``, and last:
-``overhead_ratio=<ours> codecarbon_ratio=<theirs>`` (throughput without / with).
+* ``mlflow-green``: ``mlflow_green.track(sample_interval_s=1)`` (the sampler
+  ``autolog()`` runs for an MLflow run: one thread, 1 s);
+* ``codecarbon-1s``: ``OfflineEmissionsTracker(measure_power_secs=1)``;
+* ``codecarbon-default``: ``OfflineEmissionsTracker()`` (15 s);
+* ``system-metrics``: ``mlflow.start_run(log_system_metrics=True)`` after
+  ``mlflow.set_system_metrics_sampling_interval(1)``, on a SQLite store.
 
-    python bench/overhead.py            # 8 rounds of 4 s
-    python bench/overhead.py --quick    # under a minute
+Each round runs every contender once per workload, in an order rotated from
+round to round so that drift hits all alike. Only the workload is timed (tool
+start/stop costs: ``bench/run_overhead.py``). Ratio = throughput bare / with
+the tool, per round; the median over rounds is reported, with the spread of
+the bare trials (the machine's noise). Also: the CPU time the tools' own
+threads used (exact, whatever the noise) and the import cost that
+``import mlflow_green`` adds to ``import mlflow``. Last line:
+``overhead_ratio=<mlflow-green, CPU loop> codecarbon_ratio=<CodeCarbon 1 s, CPU loop>``.
+
+    python bench/overhead.py            # 8 rounds of 3 s per trial
+    python bench/overhead.py --quick    # 2 rounds of 1 s per trial (< 1 minute)
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import _common
+import psutil
+
+CONTENDERS = ("none", "mlflow-green", "codecarbon-1s", "codecarbon-default", "system-metrics")
 
 
 def spin(seconds: float) -> float:
@@ -43,35 +56,89 @@ def spin(seconds: float) -> float:
             return n / (now - start)
 
 
-class _CodeCarbon(AbstractContextManager):
-    def __enter__(self) -> _CodeCarbon:
-        from codecarbon import OfflineEmissionsTracker
+class TorchTraining:
+    """A small MLP trained with SGD on random data: the PyTorch CPU workload."""
 
-        self.tracker = OfflineEmissionsTracker(
-            country_iso_code="FRA", measure_power_secs=1, save_to_file=False, log_level="error"
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        # Two intra-op threads on this 2-core machine collapse (5x slower) whenever any other
+        # process runs; one thread keeps the trials comparable. See --torch-threads.
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(256, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 10),
         )
-        self.tracker.start()
-        return self
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.x, self.y = torch.randn(128, 256), torch.randint(0, 10, (128,))
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.steps = 50
 
-    def __exit__(self, *exc: object) -> None:
-        self.tracker.stop()
+    def calibrate(self, seconds: float) -> None:
+        """Pick the fixed number of steps that takes about ``seconds`` here."""
+        self.steps = max(int(self(1.0) * seconds), 10)
+
+    def __call__(self, seconds: float | None = None) -> float:
+        """Train a fixed number of steps (or ``seconds``' worth); return steps per second."""
+        steps = self.steps if seconds is None else None
+        start, done = time.perf_counter(), 0
+        while (steps is not None and done < steps) or (
+            steps is None and time.perf_counter() - start < seconds  # type: ignore[operator]
+        ):
+            self.optimizer.zero_grad()
+            self.loss(self.model(self.x), self.y).backward()
+            self.optimizer.step()
+            done += 1
+        return done / (time.perf_counter() - start)
 
 
-def _background_cpu_s() -> float:
-    """CPU seconds used so far by this process's threads other than the main one."""
-    import psutil
+@contextmanager
+def _codecarbon(measure_power_secs: float | None) -> Any:
+    tracker = _common.codecarbon_tracker(measure_power_secs)
+    tracker.start()
+    try:
+        yield tracker
+    finally:
+        tracker.stop()
 
-    main_id = threading.main_thread().native_id
-    return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id != main_id)
+
+@contextmanager
+def _system_metrics() -> Any:
+    import mlflow
+
+    with mlflow.start_run(log_system_metrics=True) as run:
+        yield run
 
 
-def _timed(ctx: Callable[[], AbstractContextManager], seconds: float) -> tuple[float, float]:
-    """Loop throughput inside ``ctx``, and the CPU its helper threads used per loop second."""
+def _thread_cpu_s() -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+
+
+def _timed(
+    ctx: Callable[[], AbstractContextManager], work: Callable[[], float]
+) -> tuple[float, float, float]:
+    """Throughput of ``work`` inside ``ctx``; the CPU seconds the tool's threads used; wall s.
+
+    The tool's threads are those that did not exist before ``ctx`` was entered
+    (exited ones included): process CPU time minus that of the threads already
+    there (the main thread, PyTorch's workers).
+    """
+    process = psutil.Process()
+    existing = set(_thread_cpu_s())
     with ctx():
-        before = _background_cpu_s()
-        rate = spin(seconds)
-        used = _background_cpu_s() - before
-    return rate, used / seconds
+        start_threads, start_process = _thread_cpu_s(), sum(process.cpu_times()[:2])
+        t0 = time.perf_counter()
+        rate = work()
+        wall = time.perf_counter() - t0
+        end_threads, end_process = _thread_cpu_s(), sum(process.cpu_times()[:2])
+    # A thread that ended meanwhile counts as the tool's: a small overestimate, never an under.
+    ours = sum(end_threads.get(i, 0.0) - start_threads.get(i, 0.0) for i in existing)
+    return rate, max(end_process - start_process - ours, 0.0), wall
 
 
 def import_cost_ms(repeats: int) -> float:
@@ -110,63 +177,115 @@ def import_cost_ms(repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 2.5 s (< 1 minute)")
+    """Run the interleaved rounds; print and save the ratios."""
+    parser = _common.parser(__doc__, "2 rounds of 1 s")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None, help="loop time per trial")
+    parser.add_argument("--seconds", type=float, default=None, help="workload time per trial")
+    parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch intra-op threads")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 8)
-    seconds = args.seconds or (2.5 if args.quick else 4.0)
+    rounds = args.rounds or (2 if args.quick else 8)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    _common.begin(args)
+    for name in [n for n in os.environ if n.startswith("MLFLOW_GREEN_")]:
+        del os.environ[name]  # the zero-code plugin must not turn tracking on for every run
+
+    import mlflow
 
     import mlflow_green
 
-    logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    warnings.simplefilter("ignore")
+    folder = tempfile.mkdtemp(prefix="mlflow-green-bench-overhead-")
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    mlflow.set_experiment("overhead")
+    mlflow.set_system_metrics_sampling_interval(1)
+
     contenders: dict[str, Callable[[], AbstractContextManager]] = {
         "none": nullcontext,
         "mlflow-green": lambda: mlflow_green.track(country="FRA", sample_interval_s=1.0),
-        "codecarbon": _CodeCarbon,
+        "codecarbon-1s": lambda: _codecarbon(1.0),
+        "codecarbon-default": lambda: _codecarbon(None),
+        "system-metrics": _system_metrics,
     }
-    # Warm up: first starts pay for CPU detection and imports, which are not loop overhead.
+    training = TorchTraining(args.torch_threads)
+    training.calibrate(seconds)
+    workloads: dict[str, Callable[[], float]] = {
+        "cpu-loop": lambda: spin(seconds),
+        "torch-mlp": training,
+    }
+    # Warm up: first starts pay for imports and hardware detection, not loop overhead.
     for ctx in contenders.values():
-        _timed(ctx, 0.3)
+        _timed(ctx, lambda: spin(0.2))
 
     names = list(contenders)
-    results: dict[str, list[float]] = {n: [] for n in names}
-    helper_cpu: dict[str, list[float]] = {n: [] for n in names}
+    rates = {w: {n: [] for n in names} for w in workloads}
+    helper_s = {w: {n: 0.0 for n in names} for w in workloads}
+    timed_s = {w: {n: 0.0 for n in names} for w in workloads}
     for r in range(rounds):
-        order = names[r % 3 :] + names[: r % 3]
-        for name in order:
-            rate, cpu = _timed(contenders[name], seconds)
-            results[name].append(rate)
-            helper_cpu[name].append(cpu)
-        print(
-            f"round {r + 1}/{rounds}: "
-            + "  ".join(f"{n}={results[n][-1] / 1e6:.3f} Mit/s" for n in names),
-            flush=True,
-        )
+        for workload, work in workloads.items():
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                rate, cpu, wall = _timed(contenders[name], work)
+                rates[workload][name].append(rate)
+                helper_s[workload][name] += cpu
+                timed_s[workload][name] += wall
+            print(
+                f"round {r + 1}/{rounds} {workload:9s} "
+                + "  ".join(
+                    f"{n}={rates[workload]['none'][-1] / rates[workload][n][-1]:.3f}"
+                    for n in names[1:]
+                ),
+                flush=True,
+            )
 
-    def ratio(name: str) -> float:
-        # Per-round ratios cancel slow drift; the median resists one noisy round.
-        return statistics.median(b / w for b, w in zip(results["none"], results[name], strict=True))
-
-    # Precise where throughput is noisy: what the tool's own threads cost. Under the GIL a
-    # helper thread's CPU time is at most time taken from the measured loop.
     tick_s = 1.0 / os.sysconf("SC_CLK_TCK")  # resolution of per-thread CPU times
-    loop_s = seconds * rounds
-    for name in names[1:]:
-        used_s = sum(helper_cpu[name]) * seconds
-        bound = f"{used_s * 1000:.0f} ms" if used_s > 0 else f"< {tick_s * 1000:.0f} ms (one tick)"
+    results: dict[str, Any] = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "torch_threads": args.torch_threads,
+        "torch_steps": training.steps,
+        "workloads": {},
+    }
+    for workload in workloads:
+        bare = rates[workload]["none"]
+        entry: dict[str, Any] = {
+            "unit": "iterations/s" if workload == "cpu-loop" else "steps/s",
+            "bare_median": statistics.median(bare),
+            # Noise: how far single bare trials stray from their median.
+            "bare_spread_pct": (max(bare) - min(bare)) / statistics.median(bare) * 100,
+            "ratios": {},
+        }
+        for name in names[1:]:
+            per_round = [b / w for b, w in zip(bare, rates[workload][name], strict=True)]
+            used = helper_s[workload][name]
+            entry["ratios"][name] = {
+                "median": statistics.median(per_round),
+                "min": min(per_round),
+                "max": max(per_round),
+                "helper_cpu_s": used,
+                "helper_cpu_below_tick": used < tick_s,
+                "timed_s": timed_s[workload][name],
+            }
+        results["workloads"][workload] = entry
         print(
-            f"{name}: helper threads used {bound} of CPU over {loop_s:.0f} s of loop "
-            f"(<= {max(used_s, tick_s) / loop_s:.3%} of a core)"
+            f"{workload}: bare {entry['bare_median']:.4g} {entry['unit']} "
+            f"(trials spread {entry['bare_spread_pct']:.1f}%)"
         )
+        for name, ratio in entry["ratios"].items():
+            share = max(ratio["helper_cpu_s"], tick_s) / ratio["timed_s"]
+            print(
+                f"  {name:18s} ratio {ratio['median']:.4f} "
+                f"[{ratio['min']:.3f}, {ratio['max']:.3f}]  own threads "
+                f"{ratio['helper_cpu_s'] * 1000:.0f} ms CPU over {ratio['timed_s']:.0f} s "
+                f"(<= {share:.3%} of a core)"
+            )
+    results["tick_s"] = tick_s
+    results["import_cost_ms"] = import_cost_ms(3 if args.quick else 7)
+    print(f"import cost added to `import mlflow`: {results['import_cost_ms']:.1f} ms")
+    loop = results["workloads"]["cpu-loop"]["ratios"]
     print(
-        "import cost added to `import mlflow`: "
-        f"{import_cost_ms(3 if args.quick else 7):.1f} ms (-X importtime: mlflow_green's "
-        "modules and whatever they import that mlflow does not)"
+        f"overhead_ratio={loop['mlflow-green']['median']:.4f} "
+        f"codecarbon_ratio={loop['codecarbon-1s']['median']:.4f}"
     )
-    print(f"overhead_ratio={ratio('mlflow-green'):.4f} codecarbon_ratio={ratio('codecarbon'):.4f}")
+    _common.save("overhead", args, results)
 
 
 if __name__ == "__main__":

@@ -33,18 +33,16 @@ HTTP requests are counted at MLflow's HTTP boundary
 
 from __future__ import annotations
 
-import argparse
-import logging
 import random
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
+import _common
 from _server import Server
 
 VERSIONS_PER_MODEL = 100
@@ -185,7 +183,7 @@ class Naive:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _common.parser(__doc__, "1,000 versions, sample 200")
     parser.add_argument("--versions", type=int, default=None, help="default 10,000")
     parser.add_argument("--naive-sample", type=int, default=None, help="default 500")
     parser.add_argument(
@@ -198,14 +196,11 @@ def main() -> None:
         "--workers", type=int, default=4, help="server worker processes (mlflow's default: 4)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed rank_models calls")
-    parser.add_argument("--quick", action="store_true", help="1,000 versions, sample 200")
     args = parser.parse_args()
     versions = args.versions or (1_000 if args.quick else 10_000)
     sample = args.naive_sample or (200 if args.quick else 500)
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
+    _common.begin(args)
 
     root = Path(tempfile.mkdtemp(prefix="mlflow-green-rank-scale-"))
     server = None
@@ -266,10 +261,23 @@ def main() -> None:
             f"rank_s={rank_s:.2f} naive_s={naive_s:.1f} speedup={naive_s / rank_s:.1f} "
             f"requests={requests} naive_requests={naive_requests}"
         )
+        results = {
+            "versions": versions,
+            "server": f"{args.server}, {args.workers} workers",
+            "rank_s": times,
+            "rank_median_s": rank_s,
+            "requests": requests,
+            "naive_sample": sampled,
+            "naive_get_run_median_ms": statistics.median(naive.get_run_s) * 1000,
+            "naive_s": naive_s,
+            "naive_requests": naive_requests,
+            "speedup": naive_s / rank_s,
+        }
     finally:
         if server is not None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
+    _common.save("rank_scale", args, results)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,83 @@ Modes, interleaved round by round on one SQLite store:
 each tool — mlflow-green's counter delta vs MLflow's system metrics, whose 10 s
 sampling drops runs shorter than its interval.
 
-    python bench/run_overhead.py [--quick]
+First run in a process: the same modes, each in a fresh interpreter (so the
+first run pays for hardware discovery, lazy imports and the first request),
+interleaved; the store already exists and ``set_experiment`` has run, so only
+``start_run`` + ``end_run`` are timed.
+
+    python bench/run_overhead.py            # 30 warm rounds, 6 fresh processes per mode
+    python bench/run_overhead.py --quick    # 8 warm rounds, 2 fresh processes per mode
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-import warnings
+
+import _common
+
+#: Run in a fresh interpreter: argv[1] mode, argv[2] tracking URI; prints JSON timings (ms).
+_FIRST_RUN = """
+import json, sys, time
+t0 = time.perf_counter()
+import mlflow
+mode, uri = sys.argv[1], sys.argv[2]
+if mode.startswith("green"):
+    import mlflow_green
+    mlflow_green.autolog(country="FRA", log_artifacts=mode == "green+artifacts")
+import_ms = (time.perf_counter() - t0) * 1000
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment("first-run")
+t = time.perf_counter()
+mlflow.start_run(log_system_metrics=mode == "system-metrics")
+mlflow.end_run()
+first_ms = (time.perf_counter() - t) * 1000
+t = time.perf_counter()
+mlflow.start_run(log_system_metrics=mode == "system-metrics")
+mlflow.end_run()
+print(json.dumps({"import_ms": import_ms, "first_ms": first_ms,
+                  "second_ms": (time.perf_counter() - t) * 1000}))
+"""
+FIRST_RUN_MODES = ("plain", "green", "green+artifacts", "system-metrics")
+
+
+def first_runs(folder: str, per_mode: int) -> dict[str, dict[str, float]]:
+    """Median first (and second) ``start_run`` + ``end_run`` of a fresh process, per mode."""
+    uri = f"sqlite:///{folder}/first.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_GREEN_")}
+    env["MLFLOW_GREEN_SPOOL_DIR"] = os.path.join(folder, "spool")
+    # Create the store's schema once, outside the timing, as an existing store would be.
+    subprocess.run(
+        [sys.executable, "-c", _FIRST_RUN, "plain", uri], env=env, check=True, capture_output=True
+    )
+    samples: dict[str, list[dict[str, float]]] = {m: [] for m in FIRST_RUN_MODES}
+    for i in range(per_mode):
+        for mode in FIRST_RUN_MODES[i % 4 :] + FIRST_RUN_MODES[: i % 4]:
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_RUN, mode, uri],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            samples[mode].append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        mode: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
+        for mode, runs in samples.items()
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (< 1 minute)")
+    parser = _common.parser(__doc__, "8 warm rounds, 2 fresh processes per mode")
     args = parser.parse_args()
     rounds = 8 if args.quick else 30
-    warnings.simplefilter("ignore")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _common.begin(args)
 
     import mlflow
 
@@ -110,6 +166,34 @@ def main() -> None:
         f"1-second run: mlflow-green logged green/energy_kwh={green['green/energy_kwh']:.3g} "
         f"over {green['green/duration_s']:.3f} s; MLflow system metrics logged "
         f"{len(system)} system/* metrics"
+    )
+    first = first_runs(folder, 2 if args.quick else 6)
+    print("first start_run + end_run in a fresh process, median (import time apart):")
+    for name, value in first.items():
+        print(
+            f"  {name:16s} {value['first_ms']:8.2f} ms   added vs plain: "
+            f"{value['first_ms'] - first['plain']['first_ms']:+7.2f} ms   "
+            f"(second run {value['second_ms']:.2f} ms; imports {value['import_ms']:.0f} ms)"
+        )
+    _common.save(
+        "run_overhead",
+        args,
+        {
+            "rounds": rounds,
+            "warm_ms": med,
+            "request_ms": request_ms,
+            "first_ms": first,
+            "one_second_run": {
+                "green_energy_kwh": green["green/energy_kwh"],
+                "green_duration_s": green["green/duration_s"],
+                "green_meters": {
+                    k: v
+                    for k, v in client.get_run(run.info.run_id).data.tags.items()
+                    if k.endswith("_meter")
+                },
+                "system_metrics_logged": len(system),
+            },
+        },
     )
     print(
         f"added_ms_green={med['green'] - med['plain']:.2f} "

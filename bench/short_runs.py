@@ -76,7 +76,9 @@ def main() -> None:
             for tool in runs[0]["tools"]:
                 errors = {}
                 for domain in ("gpu", "cpu"):
-                    each = [error_pct(r["tools"][tool].get(domain), r["truth"][domain]) for r in runs]
+                    each = [
+                        error_pct(r["tools"][tool].get(domain), r["truth"][domain]) for r in runs
+                    ]
                     known = [e for e in each if e is not None]
                     errors[domain] = statistics.median(known) if known else None
                 samples = [r["tools"][tool].get("samples") for r in runs]
