@@ -11,7 +11,8 @@ before mlflow_green is imported, drives its fake RAPL counters at constant power
 (the scripted ground truth), calls ``autolog()`` and joins the gloo process group.
 Rank 0 (or every rank, with ``"runs": "every"``) runs an MLflow run while the ranks
 all-reduce for ``duration_s``; a rank with ``kill_after_s`` SIGKILLs itself that long
-into the run. Rank ``r`` prints ``RUN <rank> <run_id>``.
+into the run; a rank's own ``duration_s`` overrides the job's (a rank that ends early).
+Rank ``r`` prints ``RUN <rank> <run_id>``.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def main() -> None:
     run = mlflow.start_run(run_name=f"rank-{RANK}") if mine_runs else None
     dist.barrier()  # every rank's run (or rank 0's) has started
     kill_after = MINE.get("kill_after_s")
+    duration_s = MINE.get("duration_s", SPEC["duration_s"])
     t0 = time.monotonic()
-    while time.monotonic() - t0 < SPEC["duration_s"]:
+    while time.monotonic() - t0 < duration_s:
         if kill_after is not None and time.monotonic() - t0 >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         if SPEC.get("collectives", True):

@@ -193,10 +193,14 @@ def test_two_ranks_on_one_node_count_the_host_once(tmp_path: Path) -> None:
     assert tags["green.ranks"] == "2"
 
 
-def test_a_rank_killed_mid_run_leaves_the_survivors_energy_and_a_tag(tmp_path: Path) -> None:
-    a = _node(tmp_path, "node-a", [("GPU-a-0", NODE_A["gpu_w"])], NODE_A["cpu_w"])
-    b = _node(tmp_path, "node-b", [("GPU-b-0", NODE_B["gpu_w"])], NODE_B["cpu_w"])
-    b["kill_after_s"] = 1.0
+@pytest.mark.parametrize("live_reports", [False, True], ids=["no-report-yet", "live-reports"])
+def test_a_rank_killed_mid_run_leaves_the_survivors_energy_and_a_tag(
+    tmp_path: Path, live_reports: bool
+) -> None:
+    flush = {"MLFLOW_GREEN_FLUSH_INTERVAL_S": "1"} if live_reports else {}
+    a = _node(tmp_path, "node-a", [("GPU-a-0", NODE_A["gpu_w"])], NODE_A["cpu_w"], **flush)
+    b = _node(tmp_path, "node-b", [("GPU-b-0", NODE_B["gpu_w"])], NODE_B["cpu_w"], **flush)
+    b["kill_after_s"] = 3.0
     # No collectives: rank 0 keeps working until torchrun stops it (SIGTERM) for rank 1's
     # death, as it does to the survivors of a real job.
     spec = {"duration_s": 60.0, "collectives": False, "ranks": {"0": a, "1": b}}
@@ -207,14 +211,38 @@ def test_a_rank_killed_mid_run_leaves_the_survivors_energy_and_a_tag(tmp_path: P
     client = MlflowClient(result["uri"])
     (run,) = client.search_runs(client.search_experiments()[0].experiment_id.split())
     m, tags = run.data.metrics, run.data.tags
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", result["output"][-4000:]
     assert tags["green.missing_ranks"] == "1"
     assert tags["green.ranks"] == "2"
-    assert tags["green.nodes"] == "1"
-    assert "green/node/node-b_kwh" not in m
     truth = _truth_j(NODE_A, m["green/duration_s"])
     assert m["green/node/node-a_kwh"] * J_PER_KWH == pytest.approx(truth, abs=_tolerance_j(NODE_A))
-    assert m["green/energy_kwh"] == pytest.approx(m["green/node/node-a_kwh"], rel=1e-12)
+    if not live_reports:  # nothing of rank 1 arrived: the run holds the survivor's energy
+        assert tags["green.nodes"] == "1"
+        assert "green/node/node-b_kwh" not in m
+        assert m["green/energy_kwh"] == pytest.approx(m["green/node/node-a_kwh"], rel=1e-12)
+    else:  # rank 1's last live report (about 1-2 s into the run) is kept, not lost
+        assert tags["green.nodes"] == "2"
+        node_b_j = m["green/node/node-b_kwh"] * J_PER_KWH
+        assert _truth_j(NODE_B, 0.5) < node_b_j < _truth_j(NODE_B, 3.0) + _tolerance_j(NODE_B)
+        # ... and rank 0's flushes showed the whole job while it ran.
+        history = client.get_metric_history(run.info.run_id, "green/energy_kwh")
+        assert len(history) >= 2
+
+
+def test_a_rank_that_ends_early_sends_its_energy_at_exit(tmp_path: Path) -> None:
+    a = _node(tmp_path, "node-a", [("GPU-a-0", NODE_A["gpu_w"])], NODE_A["cpu_w"])
+    b = _node(tmp_path, "node-b", [("GPU-b-0", NODE_B["gpu_w"])], NODE_B["cpu_w"])
+    b["duration_s"] = 1.0  # rank 1 leaves the job 3 s before rank 0 ends its run
+    spec = {"duration_s": 4.0, "collectives": False, "ranks": {"0": a, "1": b}}
+    result = _torchrun(tmp_path, spec)
+    assert result["rc"] == 0, result["output"][-4000:]
+    run = _run(result)
+    m, tags = run.data.metrics, run.data.tags
+    assert "green.missing_ranks" not in tags
+    assert tags["green.nodes"] == "2"
+    node_b_j = m["green/node/node-b_kwh"] * J_PER_KWH
+    # Rank 1's window ran from the run's start to its exit (1 s of work, then shutdown).
+    assert _truth_j(NODE_B, 1.0) - _tolerance_j(NODE_B) < node_b_j < _truth_j(NODE_B, 3.0)
 
 
 def test_a_run_on_every_rank_holds_that_ranks_share(tmp_path: Path) -> None:

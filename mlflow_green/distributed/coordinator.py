@@ -54,6 +54,7 @@ DEAD_AFTER_S = 5.0 * BEAT_S
 _POLL_S = 0.02
 _CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
 _OP_TIMEOUT_S = 30.0
+_CONNECT_GRACE_S = 5.0  # how long a run's end waits for a store not reached yet
 _FOREVER = datetime.timedelta(days=3650)  # a blocked wait for the next event
 
 
@@ -113,6 +114,7 @@ class Coordinator:
         self._tasks: list[tuple[Callable[[Any], Any], Future]] = []
         self._has_task = threading.Condition(self._lock)
         self._failed = False
+        self._connected = threading.Event()
         self._keys = itertools.count()
         target = self._serve_rank0 if info.rank == 0 else self._follow
         self._threads = [threading.Thread(target=target, name="mlflow-green-job", daemon=True)]
@@ -220,6 +222,7 @@ class Coordinator:
         try:
             store = connect(self.info, _CONNECT_TIMEOUT_S)
             self._describe(store)
+            self._connected.set()
         except Exception as exc:
             self._fail("connecting to the job's store", exc)
             store = None
@@ -254,10 +257,14 @@ class Coordinator:
         wait_s = _wait_s()
 
         def task(store: Any) -> JobEnergy:
+            store.set(f"run/{key}/ended", "1")  # a rank that joins later skips this run
             self._post(store, {"kind": "end", "key": key})
             return self._gather(store, key, report, wait_s)
 
-        job = self._call(task, wait_s + DEAD_AFTER_S + 30.0)
+        # A store that never answered (bad MASTER_ADDR?) must not hold up every run's end.
+        job = None
+        if self._connected.wait(_CONNECT_GRACE_S):
+            job = self._call(task, wait_s + DEAD_AFTER_S + 30.0)
         if job is None:
             self._warn(
                 f"could not collect the other ranks' energy for run {key.split('.')[0]}; "
@@ -267,6 +274,8 @@ class Coordinator:
 
     def live(self, key: str, report: EnergyReport) -> JobEnergy | None:
         """The job's running totals from the ranks' latest live reports (for flushes)."""
+        if not self._connected.is_set():
+            return None
         return self._call(lambda store: self._combine(store, key, report, {}), 5.0)
 
     def _gather(self, store: Any, key: str, report: EnergyReport, wait_s: float) -> JobEnergy:
@@ -329,7 +338,7 @@ class Coordinator:
 
     def _on_event(self, store: Any, event: dict[str, Any]) -> None:
         key = event["key"]
-        if event["kind"] == "start":
+        if event["kind"] == "start" and not store.check([f"run/{key}/ended"]):
             cfg = self._config().measure
             window = get_monitor().open(f"job run {key}", cfg.scope, cfg.sample_interval_s)
             with self._lock:
