@@ -11,7 +11,8 @@ before mlflow_green is imported, drives its fake RAPL counters at constant power
 (the scripted ground truth), calls ``autolog()`` and joins the gloo process group.
 Rank 0 (or every rank, with ``"runs": "every"``) runs an MLflow run while the ranks
 all-reduce for ``duration_s``; a rank with ``kill_after_s`` SIGKILLs itself that long
-into the run; a rank's own ``duration_s`` overrides the job's (a rank that ends early).
+into the run; ``"autolog": false`` leaves autolog off on a rank; a rank's own
+``duration_s`` overrides the job's (a rank that ends early).
 Rank ``r`` prints ``RUN <rank> <run_id>``.
 """
 
@@ -54,7 +55,8 @@ def main() -> None:
     import mlflow_green
 
     mlflow.set_tracking_uri(SPEC["tracking_uri"])
-    mlflow_green.autolog(log_artifacts=False)
+    if MINE.get("autolog", True):
+        mlflow_green.autolog(log_artifacts=False)
     dist.init_process_group("gloo")
     tensor = torch.ones(64)
     mine_runs = SPEC.get("runs", "rank0") == "every" or RANK == 0

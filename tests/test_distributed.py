@@ -245,6 +245,21 @@ def test_a_rank_that_ends_early_sends_its_energy_at_exit(tmp_path: Path) -> None
     assert _truth_j(NODE_B, 1.0) - _tolerance_j(NODE_B) < node_b_j < _truth_j(NODE_B, 3.0)
 
 
+def test_a_rank_without_autolog_is_named_not_waited_for(tmp_path: Path) -> None:
+    a = _node(tmp_path, "node-a", [("GPU-a-0", NODE_A["gpu_w"])], NODE_A["cpu_w"])
+    b = _node(tmp_path, "node-b", [("GPU-b-0", NODE_B["gpu_w"])], NODE_B["cpu_w"])
+    b["autolog"] = False  # a common slip: autolog() only where the run is
+    result = _torchrun(tmp_path, {"duration_s": 2.0, "ranks": {"0": a, "1": b}})
+    assert result["rc"] == 0, result["output"][-4000:]
+    run = _run(result)
+    assert run.data.tags["green.missing_ranks"] == "1"
+    assert run.data.tags["green.nodes"] == "1"
+    assert "never joined the job's energy accounting" in result["output"]
+    # The run's end waited the short join grace, not the dead-rank timeout.
+    end_ms = run.info.end_time - (run.info.start_time + run.data.metrics["green/duration_s"] * 1000)
+    assert end_ms < 4000
+
+
 def test_a_run_on_every_rank_holds_that_ranks_share(tmp_path: Path) -> None:
     # One node, two GPUs, two ranks: torchrun's convention gives rank i the i-th GPU; the
     # host's CPU and RAM belong to the lowest rank.

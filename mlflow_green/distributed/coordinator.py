@@ -21,6 +21,7 @@ Protocol, under the job's namespace:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import json
@@ -55,6 +56,7 @@ _POLL_S = 0.02
 _CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
 _OP_TIMEOUT_S = 30.0
 _CONNECT_GRACE_S = 5.0  # how long a run's end waits for a store not reached yet
+_JOIN_GRACE_S = 2.0  # how long a run's end waits for a rank that never joined
 _FOREVER = datetime.timedelta(days=3650)  # a blocked wait for the next event
 
 
@@ -116,6 +118,8 @@ class Coordinator:
         self._failed = False
         self._connected = threading.Event()
         self._keys = itertools.count()
+        self._absent: set[int] = set()  # ranks that never described themselves
+        self._absent_told: set[int] = set()
         target = self._serve_rank0 if info.rank == 0 else self._follow
         self._threads = [threading.Thread(target=target, name="mlflow-green-job", daemon=True)]
         if info.rank != 0:
@@ -165,8 +169,6 @@ class Coordinator:
             d: (m if by_device.get(d) or not report.energy_j_by_device.get(d) else "none")
             for d, m in report.methods.items()
         }
-        import dataclasses
-
         return dataclasses.replace(
             report,
             energy_j_by_device=by_device,
@@ -295,6 +297,14 @@ class Coordinator:
                         final[rank] = _get_json(store, k)
                         others.discard(rank)
                         continue
+                    if not store.check([f"node/{rank}"]):
+                        # Never joined: autolog() is not on there (or not yet, briefly).
+                        grace = 0.0 if rank in self._absent else _JOIN_GRACE_S
+                        if now - start >= grace:
+                            others.discard(rank)
+                            self._absent.add(rank)
+                        continue
+                    self._absent.discard(rank)
                     count = store.add(f"beat/{rank}", 0)
                     last = beats.get(rank)
                     if last is None or last[0] != count:
@@ -305,6 +315,14 @@ class Coordinator:
                 break
             time.sleep(_POLL_S)
         job = self._combine(store, key, report, final)
+        absent = sorted(self._absent - self._absent_told)
+        if absent:
+            self._absent_told.update(absent)
+            self._warn(
+                f"rank(s) {', '.join(map(str, absent))} never joined the job's energy "
+                "accounting: call mlflow_green.autolog() on every rank (or set "
+                "MLFLOW_GREEN_AUTOLOG=true for the whole job); their nodes' energy is missing"
+            )
         for rank in range(1, self.info.world_size):
             for kind in ("final", "live"):
                 store.delete_key(f"run/{key}/{kind}/{rank}")
