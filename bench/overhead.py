@@ -20,7 +20,7 @@ threads used (exact, whatever the noise) and the import cost that
 ``import mlflow_green`` adds to ``import mlflow``. Last line:
 ``overhead_ratio=<mlflow-green, CPU loop> codecarbon_ratio=<CodeCarbon 1 s, CPU loop>``.
 
-    python bench/overhead.py            # 8 rounds of 3 s per trial
+    python bench/overhead.py            # 12 rounds of 2 s per trial
     python bench/overhead.py --quick    # 2 rounds of 1 s per trial (< 1 minute)
 """
 
@@ -183,8 +183,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="workload time per trial")
     parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch intra-op threads")
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 8)
-    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    rounds = args.rounds or (2 if args.quick else 12)
+    seconds = args.seconds or (1.0 if args.quick else 2.0)
     _common.begin(args)
     for name in [n for n in os.environ if n.startswith("MLFLOW_GREEN_")]:
         del os.environ[name]  # the zero-code plugin must not turn tracking on for every run
@@ -258,6 +258,9 @@ def main() -> None:
             used = helper_s[workload][name]
             entry["ratios"][name] = {
                 "median": statistics.median(per_round),
+                # Standard error of a median: 1.25 sd / sqrt(n) (normal rounds).
+                "stderr": 1.25 * statistics.stdev(per_round) / len(per_round) ** 0.5,
+                "per_round": per_round,
                 "min": min(per_round),
                 "max": max(per_round),
                 "helper_cpu_s": used,
@@ -272,7 +275,7 @@ def main() -> None:
         for name, ratio in entry["ratios"].items():
             share = max(ratio["helper_cpu_s"], tick_s) / ratio["timed_s"]
             print(
-                f"  {name:18s} ratio {ratio['median']:.4f} "
+                f"  {name:18s} ratio {ratio['median']:.4f} ± {ratio['stderr']:.4f} "
                 f"[{ratio['min']:.3f}, {ratio['max']:.3f}]  own threads "
                 f"{ratio['helper_cpu_s'] * 1000:.0f} ms CPU over {ratio['timed_s']:.0f} s "
                 f"(<= {share:.3%} of a core)"
