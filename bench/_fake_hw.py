@@ -316,6 +316,42 @@ def tracking_store() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def session(system_intervals_s: tuple[float, ...]) -> Iterator[tuple[FakeMachine, list[Tool]]]:
+    """The scripted machine and the tools compared on it, in a throw-away tracking store.
+
+    Tools: CodeCarbon at 1 s and at its default interval, MLflow system metrics at
+    each of ``system_intervals_s``, and mlflow-green (autolog on an MLflow run).
+    """
+    machine = FakeMachine()  # before any tool imports pynvml
+    feed_codecarbon(machine)
+    try:
+        with tracking_store():
+            yield (
+                machine,
+                [
+                    codecarbon_tool("CodeCarbon (1 s)", 1.0),
+                    codecarbon_tool("CodeCarbon (default 15 s)", None),
+                    *(system_metrics_tool(s) for s in system_intervals_s),
+                    mlflow_green_tool(),
+                ],
+            )
+    finally:
+        machine.close()
+
+
+def print_errors(title: str, errors: dict[str, dict[str, float | None]]) -> None:
+    """One line per tool: its signed error per domain."""
+    print(title)
+    for tool, by_domain in errors.items():
+        text = "  ".join(
+            f"{d} {'n/a' if e is None else f'{e:+.2f}%'}"
+            for d, e in by_domain.items()
+            if d in ("gpu", "cpu")
+        )
+        print(f"  {tool:32s} {text}")
+
+
 def measure(
     machine: FakeMachine,
     profile: Profile,

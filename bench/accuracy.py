@@ -25,17 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import _common
-from _fake_hw import (
-    FakeMachine,
-    Profile,
-    codecarbon_tool,
-    error_pct,
-    feed_codecarbon,
-    measure,
-    mlflow_green_tool,
-    system_metrics_tool,
-    tracking_store,
-)
+import _fake_hw as hw
+from _fake_hw import Profile
 
 
 def spikes(base: float, peak: float, seconds: float, period: float = 0.7) -> list[list[float]]:
@@ -97,31 +88,17 @@ def main() -> None:
     seconds = args.seconds or (3.0 if args.quick else 8.0)
     _common.begin(args)
 
-    machine = FakeMachine()  # before any tool imports pynvml
-    feed_codecarbon(machine)
     rows: list[dict[str, Any]] = []
-    with tracking_store():
-        tools = [
-            codecarbon_tool("CodeCarbon (1 s)", 1.0),
-            codecarbon_tool("CodeCarbon (default 15 s)", None),
-            system_metrics_tool(1.0),
-            mlflow_green_tool(),
-        ]
+    with hw.session((1.0,)) as (machine, tools):
         for profile in profiles(seconds):
-            result = measure(machine, profile, seconds, tools)
+            result = hw.measure(machine, profile, seconds, tools)
             row = {"profile": profile.name, "note": profile.note, **result, "error_pct": {}}
             for tool, energy in result["tools"].items():
                 row["error_pct"][tool] = {
-                    d: error_pct(energy.get(d), result["truth"][d]) for d in ("gpu", "cpu")
+                    d: hw.error_pct(energy.get(d), result["truth"][d]) for d in ("gpu", "cpu")
                 }
             rows.append(row)
-            print(f"{profile.name} ({result['seconds']} s):")
-            for tool, errors in row["error_pct"].items():
-                text = "  ".join(
-                    f"{d} {'n/a' if e is None else f'{e:+.2f}%'}" for d, e in errors.items()
-                )
-                print(f"  {tool:32s} {text}")
-    machine.close()
+            hw.print_errors(f"{profile.name} ({result['seconds']} s):", row["error_pct"])
     _common.save("accuracy", args, {"seconds": seconds, "profiles": rows})
 
 

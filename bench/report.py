@@ -69,8 +69,13 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     return lines
 
 
-def _missing(name: str, script: str) -> list[str]:
-    return [f"_No results yet: run `python bench/{script}.py`._", ""]
+def _section(
+    title: str, name: str, record: dict[str, Any] | None, body: Callable[[dict], list[str]]
+) -> list[str]:
+    """A section: title, where its figures come from, then ``body(results)``."""
+    if record is None:
+        return [title, "", f"_No results yet: run `python bench/{name}.py`._", ""]
+    return [title, "", _provenance(record), "", *body(record["results"])]
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -98,14 +103,8 @@ def _machine(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _overhead(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Overhead: throughput with and without each tool", ""]
-    if record is None:
-        return out + _missing("overhead", "overhead")
-    r = record["results"]
-    out += [
-        _provenance(record),
-        "",
+def _overhead(r: dict[str, Any]) -> list[str]:
+    out = [
         f"Two workloads, each run bare and inside every tool, interleaved in one process "
         f"({r['rounds']} rounds, {r['seconds']:g} s per trial, order rotated each round): a "
         "pure-Python loop, and a PyTorch CPU training loop (MLP 256-512-512-10, batch 128, "
@@ -167,11 +166,8 @@ def _overhead(record: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _run_latency(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Run start/end latency", ""]
-    if record is None:
-        return out + _missing("run_overhead", "run_overhead")
-    r = record["results"]
+def _run_latency(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     warm, first = r["warm_ms"], r["first_ms"]
     labels = {
         "plain": "plain (no hooks)",
@@ -195,8 +191,6 @@ def _run_latency(record: dict[str, Any] | None) -> list[str]:
     own = warm["green"] - warm["plain"] - r["request_ms"]
     one = r["one_second_run"]
     out += [
-        _provenance(record),
-        "",
         f"`mlflow.start_run()` + `mlflow.end_run()` on a SQLite store, median in ms. Warm: "
         f"{r['rounds']} interleaved rounds in one process. First run: a fresh interpreter per "
         "sample (modes interleaved), store and experiment already there, so the first run "
@@ -247,17 +241,12 @@ def _error_rows(
     return rows
 
 
-def _accuracy(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Accuracy on scripted hardware profiles", ""]
-    if record is None:
-        return out + _missing("accuracy", "accuracy")
-    r = record["results"]
+def _accuracy(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     tools = [t for t in TOOLS if t in r["profiles"][0]["error_pct"]]
     items = [(p["profile"], {"truth": p["truth"], "errors": p["error_pct"]}) for p in r["profiles"]]
     notes = {p["profile"]: p["note"] for p in r["profiles"]}
     out += [
-        _provenance(record),
-        "",
         f"Each profile runs {r['seconds']:g} s in real time on scripted hardware, measured by "
         "every tool in the same window: a fake NVIDIA GPU (`tests/fakes/pynvml.py`: energy "
         "counter updated every 100 ms in whole mJ, power readings averaged over 1 s) and a fake "
@@ -328,11 +317,8 @@ def _accuracy_findings(r: dict[str, Any], tools: list[str]) -> list[str]:
     return [*out, ""]
 
 
-def _short_runs(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Short runs: 1 s, 5 s, 15 s", ""]
-    if record is None:
-        return out + _missing("short_runs", "short_runs")
-    r = record["results"]
+def _short_runs(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     lengths = r["lengths"]
     tools = [t for t in TOOLS if t in lengths[0]["median_error_pct"]]
     items = []
@@ -352,8 +338,6 @@ def _short_runs(record: dict[str, Any] | None) -> list[str]:
         for row in lengths
     )
     out += [
-        _provenance(record),
-        "",
         "The scripted machine of the accuracy section runs a training-like profile (GPU "
         "stepping between 200 W and 320 W every 0.3 s, CPU 60 W); runs of each length are "
         f"measured by every tool in the same window ({r['repeats']} run(s) of each length, "
@@ -373,14 +357,8 @@ def _short_runs(record: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _rank(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Ranking 10,000 model versions", ""]
-    if record is None:
-        return out + _missing("rank_scale", "rank_scale")
-    r = record["results"]
-    out += [
-        _provenance(record),
-        "",
+def _rank(r: dict[str, Any]) -> list[str]:
+    out = [
         f"{r['versions']:,} versions (runs holding `accuracy` and `green/energy_kwh`) written "
         f"straight into a SQLite store, served by a real `mlflow server` on 127.0.0.1 "
         f'({r["server"]}); `rank_models("accuracy")` timed {len(r["rank_s"])} times '
@@ -404,11 +382,8 @@ def _rank(record: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _gate(record: dict[str, Any] | None) -> list[str]:
-    out = ["## Registry gate latency", ""]
-    if record is None:
-        return out + _missing("gate_latency", "gate_latency")
-    r = record["results"]
+def _gate(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     med = r["median_ms"]
     rows = [
         (
@@ -420,8 +395,6 @@ def _gate(record: dict[str, Any] | None) -> list[str]:
         for m, v in med.items()
     ]
     out += [
-        _provenance(record),
-        "",
         "Two `mlflow server`s on copies of one database, one plain, one with "
         "`--registry-store-uri green+sqlite:///...`; the same `set_registered_model_alias` "
         f"call to each, interleaved, {r['calls']} calls per case, median ms:",
@@ -449,7 +422,6 @@ def _gpu(record: dict[str, Any] | None) -> list[str]:
         ]
     else:
         out += [_provenance(record), ""]
-    assert record is not None
     r = record["results"]
     rows = []
     for row in r["rows"]:
@@ -553,10 +525,20 @@ def _must_show(records: dict[str, dict[str, Any] | None]) -> list[str]:
     return out
 
 
+#: Results file -> (section title, renderer of its figures), in the document's order.
+SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "overhead": ("## Overhead: throughput with and without each tool", _overhead),
+    "run_overhead": ("## Run start/end latency", _run_latency),
+    "accuracy": ("## Accuracy on scripted hardware profiles", _accuracy),
+    "short_runs": ("## Short runs: 1 s, 5 s, 15 s", _short_runs),
+    "rank_scale": ("## Ranking 10,000 model versions", _rank),
+    "gate_latency": ("## Registry gate latency", _gate),
+}
+
+
 def render_docs(path: Path = DOCS) -> Path:
     """Write the benchmarks document from the saved results; returns its path."""
-    names = ("overhead", "run_overhead", "accuracy", "short_runs", "rank_scale", "gate_latency")
-    records = {name: _load(name) for name in (*names, "gpu_validation")}
+    records = {name: _load(name) for name in (*SECTIONS, "gpu_validation")}
     present = [r for r in records.values() if r is not None]
     lines = [
         "# Benchmarks and validation",
@@ -572,12 +554,11 @@ def render_docs(path: Path = DOCS) -> Path:
         "",
         *_must_show(records),
         *(_machine(present) if present else []),
-        *_overhead(records["overhead"]),
-        *_run_latency(records["run_overhead"]),
-        *_accuracy(records["accuracy"]),
-        *_short_runs(records["short_runs"]),
-        *_rank(records["rank_scale"]),
-        *_gate(records["gate_latency"]),
+        *(
+            line
+            for name, (title, body) in SECTIONS.items()
+            for line in _section(title, name, records[name], body)
+        ),
         *_gpu(records["gpu_validation"]),
     ]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -20,17 +20,8 @@ import statistics
 from typing import Any
 
 import _common
-from _fake_hw import (
-    FakeMachine,
-    Profile,
-    codecarbon_tool,
-    error_pct,
-    feed_codecarbon,
-    measure,
-    mlflow_green_tool,
-    system_metrics_tool,
-    tracking_store,
-)
+import _fake_hw as hw
+from _fake_hw import Profile
 
 LENGTHS_S = (1.0, 5.0, 15.0)
 #: Where in the counter's 100 ms period each repeat's window opens.
@@ -55,40 +46,28 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     _common.begin(args)
 
-    machine = FakeMachine()
-    feed_codecarbon(machine)
     rows: list[dict[str, Any]] = []
-    with tracking_store():
-        tools = [
-            codecarbon_tool("CodeCarbon (1 s)", 1.0),
-            codecarbon_tool("CodeCarbon (default 15 s)", None),
-            system_metrics_tool(1.0),
-            system_metrics_tool(10.0),
-            mlflow_green_tool(),
-        ]
+    with hw.session((1.0, 10.0)) as (machine, tools):
         for seconds in LENGTHS_S:
             runs = [
-                measure(machine, training_like(seconds), seconds, tools, PHASES_S[i % 3])
+                hw.measure(machine, training_like(seconds), seconds, tools, PHASES_S[i % 3])
                 for i in range(repeats)
             ]
             row: dict[str, Any] = {"seconds": seconds, "runs": runs, "median_error_pct": {}}
-            print(f"{seconds:g} s runs (x{repeats}), median error vs truth:")
             for tool in runs[0]["tools"]:
-                errors = {}
+                errors: dict[str, float | None] = {}
                 for domain in ("gpu", "cpu"):
                     each = [
-                        error_pct(r["tools"][tool].get(domain), r["truth"][domain]) for r in runs
+                        hw.error_pct(r["tools"][tool].get(domain), r["truth"][domain]) for r in runs
                     ]
                     known = [e for e in each if e is not None]
                     errors[domain] = statistics.median(known) if known else None
-                samples = [r["tools"][tool].get("samples") for r in runs]
-                row["median_error_pct"][tool] = {**errors, "samples": samples[0]}
-                text = "  ".join(
-                    f"{d} {'n/a' if e is None else f'{e:+.2f}%'}" for d, e in errors.items()
-                )
-                print(f"  {tool:32s} {text}")
+                errors["samples"] = runs[0]["tools"][tool].get("samples")
+                row["median_error_pct"][tool] = errors
+            hw.print_errors(
+                f"{seconds:g} s runs (x{repeats}), median error:", row["median_error_pct"]
+            )
             rows.append(row)
-    machine.close()
     _common.save("short_runs", args, {"repeats": repeats, "lengths": rows})
 
 
