@@ -11,17 +11,18 @@ each run bare and inside every contender, in one process:
 * ``system-metrics``: ``mlflow.start_run(log_system_metrics=True)`` after
   ``mlflow.set_system_metrics_sampling_interval(1)``, on a SQLite store.
 
-Each round runs every contender once per workload, in an order rotated from
-round to round so that drift hits all alike. Only the workload is timed (tool
-start/stop costs: ``bench/run_overhead.py``). Ratio = throughput bare / with
-the tool, per round; the median over rounds is reported, with the spread of
-the bare trials (the machine's noise). Also: the CPU time the tools' own
-threads used (exact, whatever the noise) and the import cost that
-``import mlflow_green`` adds to ``import mlflow``. Last line:
+Each round runs, per workload, ``none, tool, none, tool, ..., none`` with the
+tools in an order rotated from round to round: every trial with a tool sits
+between two bare ones. Only the workload is timed (tool start/stop costs:
+``bench/run_overhead.py``). Ratio = mean throughput of the two neighbouring
+bare trials / throughput with the tool; the median over rounds is reported, with
+its standard error and the spread of the bare trials (the machine's noise).
+Also: the CPU time the tools' own threads used (exact, whatever the noise) and
+the import cost that ``import mlflow_green`` adds to ``import mlflow``. Last line:
 ``overhead_ratio=<mlflow-green, CPU loop> codecarbon_ratio=<CodeCarbon 1 s, CPU loop>``.
 
-    python bench/overhead.py            # 12 rounds of 2 s per trial
-    python bench/overhead.py --quick    # 2 rounds of 1 s per trial (< 1 minute)
+    python bench/overhead.py            # 12 rounds, 1.5 s per trial (~6 minutes)
+    python bench/overhead.py --quick    # 2 rounds, 0.8 s per trial (< 1 minute)
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class TorchTraining:
 
     def calibrate(self, seconds: float) -> None:
         """Pick the fixed number of steps that takes about ``seconds`` here."""
+        self(0.5)  # the first steps allocate and warm caches: not representative
         self.steps = max(int(self(1.0) * seconds), 10)
 
     def __call__(self, seconds: float | None = None) -> float:
@@ -141,6 +143,17 @@ def _timed(
     return rate, max(end_process - start_process - ours, 0.0), wall
 
 
+def _median_stderr(values: list[float]) -> float:
+    """Standard error of a median, from the median absolute deviation (robust to bursts).
+
+    1.4826 MAD estimates the standard deviation of normal data; a median's standard
+    error is about 1.25 sd / sqrt(n).
+    """
+    mid = statistics.median(values)
+    mad = statistics.median(abs(v - mid) for v in values)
+    return 1.25 * 1.4826 * mad / len(values) ** 0.5
+
+
 def import_cost_ms(repeats: int) -> float:
     """Median time mlflow-green's modules add to ``import mlflow; import mlflow_green``, in ms.
 
@@ -178,13 +191,13 @@ def import_cost_ms(repeats: int) -> float:
 
 def main() -> None:
     """Run the interleaved rounds; print and save the ratios."""
-    parser = _common.parser(__doc__, "2 rounds of 1 s")
+    parser = _common.parser(__doc__, "2 rounds of 0.8 s trials")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="workload time per trial")
     parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch intra-op threads")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 12)
-    seconds = args.seconds or (1.0 if args.quick else 2.0)
+    seconds = args.seconds or (0.8 if args.quick else 1.5)
     _common.begin(args)
     for name in [n for n in os.environ if n.startswith("MLFLOW_GREEN_")]:
         del os.environ[name]  # the zero-code plugin must not turn tracking on for every run
@@ -216,23 +229,33 @@ def main() -> None:
         _timed(ctx, lambda: spin(0.2))
 
     names = list(contenders)
+    tools = names[1:]
     rates = {w: {n: [] for n in names} for w in workloads}
+    # Per round and tool: bare throughput / throughput with the tool, where "bare" is the mean
+    # of the bare trials just before and just after, so that slow drift and other jobs'
+    # bursts (this machine is shared) cancel as far as they can.
+    paired: dict[str, dict[str, list[float]]] = {w: {n: [] for n in tools} for w in workloads}
     helper_s = {w: {n: 0.0 for n in names} for w in workloads}
     timed_s = {w: {n: 0.0 for n in names} for w in workloads}
     for r in range(rounds):
+        shift = r % len(tools)
+        order = tools[shift:] + tools[:shift]
         for workload, work in workloads.items():
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
+            # none, tool, none, tool, ..., none: every tool trial between two bare ones.
+            sequence = [x for tool in order for x in ("none", tool)] + ["none"]
+            trial_rates = []
+            for name in sequence:
                 rate, cpu, wall = _timed(contenders[name], work)
+                trial_rates.append(rate)
                 rates[workload][name].append(rate)
                 helper_s[workload][name] += cpu
                 timed_s[workload][name] += wall
+            for i in range(1, len(sequence), 2):
+                bare = (trial_rates[i - 1] + trial_rates[i + 1]) / 2
+                paired[workload][sequence[i]].append(bare / trial_rates[i])
             print(
                 f"round {r + 1}/{rounds} {workload:9s} "
-                + "  ".join(
-                    f"{n}={rates[workload]['none'][-1] / rates[workload][n][-1]:.3f}"
-                    for n in names[1:]
-                ),
+                + "  ".join(f"{n}={paired[workload][n][-1]:.3f}" for n in tools),
                 flush=True,
             )
 
@@ -253,13 +276,12 @@ def main() -> None:
             "bare_spread_pct": (max(bare) - min(bare)) / statistics.median(bare) * 100,
             "ratios": {},
         }
-        for name in names[1:]:
-            per_round = [b / w for b, w in zip(bare, rates[workload][name], strict=True)]
+        for name in tools:
+            per_round = paired[workload][name]
             used = helper_s[workload][name]
             entry["ratios"][name] = {
                 "median": statistics.median(per_round),
-                # Standard error of a median: 1.25 sd / sqrt(n) (normal rounds).
-                "stderr": 1.25 * statistics.stdev(per_round) / len(per_round) ** 0.5,
+                "stderr": _median_stderr(per_round),
                 "per_round": per_round,
                 "min": min(per_round),
                 "max": max(per_round),

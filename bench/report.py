@@ -106,10 +106,12 @@ def _machine(records: list[dict[str, Any]]) -> list[str]:
 def _overhead(r: dict[str, Any]) -> list[str]:
     out = [
         f"Two workloads, each run bare and inside every tool, interleaved in one process "
-        f"({r['rounds']} rounds, {r['seconds']:g} s per trial, order rotated each round): a "
+        f"({r['rounds']} rounds of `none, tool, none, tool, ..., none`, tools in an order "
+        f"rotated each round, {r['seconds']:g} s per trial): a "
         "pure-Python loop, and a PyTorch CPU training loop (MLP 256-512-512-10, batch 128, "
         f"SGD, {r['torch_steps']} steps per trial, {r['torch_threads']} intra-op thread(s)). "
-        "Ratio = throughput bare / with the tool, per round; median over rounds ± its "
+        "Ratio = throughput of the two neighbouring bare trials (mean) / throughput with the "
+        "tool; median over rounds ± its "
         "standard error, and the range. 1.00 = no cost. Only the workload is timed.",
         "",
     ]
