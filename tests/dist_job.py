@@ -18,6 +18,7 @@ Rank ``r`` prints ``RUN <rank> <run_id>``.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ def drive(path: str, watts: float, stop: threading.Event) -> None:
 
 
 def main() -> None:
+    # A hang shows where every thread is, in the test's output, before the test's timeout.
+    faulthandler.dump_traceback_later(SPEC.get("hang_s", 90), exit=True)
     stop = threading.Event()
     for path, watts in MINE.get("drive", []):
         threading.Thread(target=drive, args=(path, watts, stop), daemon=True).start()

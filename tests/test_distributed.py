@@ -26,7 +26,6 @@ from mlflow_green.distributed import job as job_module
 from mlflow_green.distributed.combine import combine
 from mlflow_green.meters.estimate import RamSizeMeter
 from tests.fakes.powercap import PowercapTree
-from tests.mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).parent / "dist_job.py"
@@ -92,8 +91,9 @@ def _torchrun(tmp_path: Path, spec: dict[str, Any], timeout_s: float = 120.0) ->
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
+        # The launcher binds a free port itself: a port picked here could be taken by
+        # another process before torchrun binds it (the ranks would then talk to a stranger).
+        "--standalone",
         "--monitor-interval=0.1",
         str(JOB),
     ]
