@@ -208,7 +208,7 @@ class Coordinator:
     def _call(self, task: Callable[[Any], Any], timeout_s: float) -> Any:
         if self.info.rank != 0:  # only rank 0 keeps a task thread: others connect anew
             try:
-                return task(connect(self.info, timeout_s))
+                return task(connect(self.info, timeout_s, timeout_s))
             except Exception as exc:
                 _log.debug("mlflow-green: job store: %r", exc)
                 return None
@@ -404,7 +404,7 @@ class Coordinator:
         if not keys or self.info.rank == 0:
             return
         try:
-            store = connect(self.info, timeout_s)
+            store = connect(self.info, timeout_s, timeout_s)
             for key in keys:
                 self._send_final(store, key)
         except Exception as exc:
