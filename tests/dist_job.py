@@ -68,13 +68,19 @@ def main() -> None:
     kill_after = MINE.get("kill_after_s")
     duration_s = MINE.get("duration_s", SPEC["duration_s"])
     t0 = time.monotonic()
-    while time.monotonic() - t0 < duration_s:
+    collectives = SPEC.get("collectives", True)
+    while True:
         if kill_after is not None and time.monotonic() - t0 >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-        if SPEC.get("collectives", True):
+        going = torch.tensor([float(time.monotonic() - t0 < duration_s)])
+        if collectives:
+            # Rank 0's clock decides for all: every rank makes the same collective calls.
+            dist.broadcast(going, src=0)
             dist.all_reduce(tensor)
+        if not going.item():
+            break
         time.sleep(0.005)  # a light load: the energy comes from the scripted hardware
-    if SPEC.get("collectives", True):
+    if collectives:
         dist.barrier()
     if run is not None:
         mlflow.end_run()
