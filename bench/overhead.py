@@ -143,15 +143,19 @@ def _timed(
     return rate, max(end_process - start_process - ours, 0.0), wall
 
 
-def _median_stderr(values: list[float]) -> float:
-    """Standard error of a median, from the median absolute deviation (robust to bursts).
+def _robust_sd(values: list[float]) -> float:
+    """Standard deviation estimated from the median absolute deviation (robust to bursts).
 
-    1.4826 MAD estimates the standard deviation of normal data; a median's standard
-    error is about 1.25 sd / sqrt(n).
+    1.4826 MAD estimates the standard deviation of normal data; a burst of another
+    job on the machine moves it far less than it moves the plain standard deviation.
     """
     mid = statistics.median(values)
-    mad = statistics.median(abs(v - mid) for v in values)
-    return 1.25 * 1.4826 * mad / len(values) ** 0.5
+    return 1.4826 * statistics.median(abs(v - mid) for v in values)
+
+
+def _median_stderr(values: list[float]) -> float:
+    """Standard error of a median: about 1.25 sd / sqrt(n)."""
+    return 1.25 * _robust_sd(values) / len(values) ** 0.5
 
 
 def import_cost_ms(repeats: int) -> float:
@@ -272,7 +276,8 @@ def main() -> None:
         entry: dict[str, Any] = {
             "unit": "iterations/s" if workload == "cpu-loop" else "steps/s",
             "bare_median": statistics.median(bare),
-            # Noise: how far single bare trials stray from their median.
+            # Noise: how far single bare trials stray from their median (robust sd, and range).
+            "bare_sd_pct": _robust_sd(bare) / statistics.median(bare) * 100,
             "bare_spread_pct": (max(bare) - min(bare)) / statistics.median(bare) * 100,
             "ratios": {},
         }
@@ -292,7 +297,8 @@ def main() -> None:
         results["workloads"][workload] = entry
         print(
             f"{workload}: bare {entry['bare_median']:.4g} {entry['unit']} "
-            f"(trials spread {entry['bare_spread_pct']:.1f}%)"
+            f"(trials: robust sd {entry['bare_sd_pct']:.1f}%, "
+            f"range {entry['bare_spread_pct']:.1f}%)"
         )
         for name, ratio in entry["ratios"].items():
             share = max(ratio["helper_cpu_s"], tick_s) / ratio["timed_s"]

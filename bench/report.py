@@ -145,17 +145,21 @@ def _overhead(r: dict[str, Any]) -> list[str]:
         ),
         rows,
     )
-    noise = ", ".join(f"{name} {w['bare_spread_pct']:.1f}%" for name, w in r["workloads"].items())
+    noise = ", ".join(
+        f"{name} {w['bare_sd_pct']:.1f}% (range {w['bare_spread_pct']:.0f}%)"
+        for name, w in r["workloads"].items()
+    )
     out += [
         "",
-        f"Noise: the bare trials alone spread by {noise} (highest - lowest, over the median), "
-        "so a ratio within about that of 1.00 cannot be told from no cost. The last column "
-        "does not depend on that noise: the CPU time of the threads each tool started (process "
-        "CPU time minus that of the threads already there), the most the tool can have taken "
-        "from the workload. The PyTorch loop runs one intra-op thread because two, on this "
-        "2-core machine, slow down five-fold whenever any other process runs (the trials "
-        "become incomparable); a tool's thread then has a free core, so on a machine whose "
-        "every core trains, the cost is the last column, not the ratio.",
+        f"Noise: single bare trials vary by {noise}: robust standard deviation (from the median "
+        "absolute deviation) over the median, and highest - lowest, which other jobs' bursts "
+        "dominate. A ratio within two standard errors of 1.00 is no measurable cost. The last "
+        "column does not depend on that noise: the CPU time of the threads each tool started "
+        "(process CPU time minus that of the threads already there), the most the tool can "
+        "have taken from the workload. The PyTorch loop runs one intra-op thread because two, "
+        "on this 2-core machine, slow down five-fold whenever any other process runs (the "
+        "trials become incomparable); a tool's thread then has a free core, so on a machine "
+        "whose every core trains, the cost is the last column, not the ratio.",
         "",
         f"Import cost: `import mlflow_green` adds **{r['import_cost_ms']:.1f} ms** to "
         "`import mlflow` (`python -X importtime`: the cumulative time of mlflow-green's modules "
@@ -500,11 +504,16 @@ def _must_show(records: dict[str, dict[str, Any] | None]) -> list[str]:
                 vs = "within the noise of"
             else:
                 vs = "**worse than**"
+            bound = ours["median"] + 2 * ours["stderr"]
             out.append(
                 f"- Overhead, {workload}: mlflow-green ratio {_ratio(ours)} (<= 1.01: "
-                f"{verdict}); {vs} CodeCarbon `measure_power_secs=1` in the same run "
+                f"{verdict}; median + 2 s.e. = {bound:.4f}); {vs} CodeCarbon "
+                "`measure_power_secs=1` in the same run "
                 f"({_ratio(cc)}); CodeCarbon default {_ratio(x['codecarbon-default'])}; "
-                f"MLflow system metrics {_ratio(x['system-metrics'])}."
+                f"MLflow system metrics {_ratio(x['system-metrics'])}. CPU used by the "
+                f"tools' own threads: mlflow-green {x['mlflow-green']['helper_cpu_s'] * 1000:.0f}"
+                f" ms, CodeCarbon {x['codecarbon-1s']['helper_cpu_s'] * 1000:.0f} ms, system "
+                f"metrics {x['system-metrics']['helper_cpu_s'] * 1000:.0f} ms."
             )
     if accuracy is not None:
         worst_ours, lost = 0.0, []

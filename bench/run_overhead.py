@@ -12,7 +12,7 @@ first run pays for hardware discovery, lazy imports and the first request),
 interleaved; the store already exists and ``set_experiment`` has run, so only
 ``start_run`` + ``end_run`` are timed.
 
-    python bench/run_overhead.py            # 30 warm rounds, 6 fresh processes per mode
+    python bench/run_overhead.py            # 30 warm rounds, 10 fresh processes per mode
     python bench/run_overhead.py --quick    # 8 warm rounds, 2 fresh processes per mode
 """
 
@@ -167,7 +167,7 @@ def main() -> None:
         f"over {green['green/duration_s']:.3f} s; MLflow system metrics logged "
         f"{len(system)} system/* metrics"
     )
-    first = first_runs(folder, 2 if args.quick else 6)
+    first = first_runs(folder, 2 if args.quick else 10)
     print("first start_run + end_run in a fresh process, median (import time apart):")
     for name, value in first.items():
         print(
