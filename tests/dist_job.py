@@ -13,7 +13,8 @@ Rank 0 (or every rank, with ``"runs": "every"``) runs an MLflow run while the ra
 all-reduce for ``duration_s``; a rank with ``kill_after_s`` SIGKILLs itself that long
 into the run; ``"autolog": false`` leaves autolog off on a rank; a rank's own
 ``duration_s`` overrides the job's (a rank that ends early).
-Rank ``r`` prints ``RUN <rank> <run_id>``.
+Rank ``r`` prints ``RUN <rank> <run_id>``; with ``"quick_runs": n``, rank 0 then
+starts and ends n empty runs and prints ``QUICK <slowest seconds>``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def main() -> None:
     if run is not None:
         mlflow.end_run()
         print(f"RUN {RANK} {run.info.run_id}", flush=True)
+    if RANK == 0 and SPEC.get("quick_runs"):  # runs that end as soon as they start
+        slowest_s = 0.0
+        for _ in range(SPEC["quick_runs"]):
+            started = time.monotonic()
+            with mlflow.start_run(run_name="quick"):
+                pass
+            slowest_s = max(slowest_s, time.monotonic() - started)
+        print(f"QUICK {slowest_s}", flush=True)
+    if collectives:
+        dist.barrier()  # rank 1 stays in the job while rank 0's quick runs go
     dist.destroy_process_group()
     stop.set()
 

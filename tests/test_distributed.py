@@ -179,7 +179,7 @@ def test_two_nodes_one_run_holds_the_whole_job(tmp_path: Path) -> None:
 def test_two_ranks_on_one_node_count_the_host_once(tmp_path: Path) -> None:
     node = _node(tmp_path, "host-1", [("GPU-h-0", NODE_A["gpu_w"])], NODE_A["cpu_w"])
     shared = {"env": node["env"]}  # rank 1 sees the same GPU and CPU; rank 0 drives the CPU
-    spec = {"duration_s": 3.0, "ranks": {"0": node, "1": shared}}
+    spec = {"duration_s": 3.0, "quick_runs": 5, "ranks": {"0": node, "1": shared}}
     result = _torchrun(tmp_path, spec)
     assert result["rc"] == 0, result["output"][-4000:]
     run = _run(result)
@@ -191,6 +191,9 @@ def test_two_ranks_on_one_node_count_the_host_once(tmp_path: Path) -> None:
     assert m["green/node/host-1_kwh"] == pytest.approx(m["green/energy_kwh"], rel=1e-12)
     assert tags["green.nodes"] == "1"
     assert tags["green.ranks"] == "2"
+    # A run that ends as soon as it starts does not wait for the other rank's timeout.
+    (quick,) = [line for line in result["output"].splitlines() if line.startswith("QUICK ")]
+    assert float(quick.split()[1]) < 2.0
 
 
 @pytest.mark.parametrize("live_reports", [False, True], ids=["no-report-yet", "live-reports"])

@@ -56,6 +56,7 @@ _POLL_S = 0.02
 _CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
 _OP_TIMEOUT_S = 30.0
 _CONNECT_GRACE_S = 5.0  # how long a run's end waits for a store not reached yet
+_FIRST_WAIT_S = 1.0  # the blocking wait for every report, before polling
 _JOIN_GRACE_S = 2.0  # how long a run's end waits for a rank that never joined
 _FOREVER = datetime.timedelta(days=3650)  # a blocked wait for the next event
 
@@ -286,6 +287,17 @@ class Coordinator:
         beats: dict[int, tuple[int, float]] = {}  # rank -> (beat count, when it last moved)
         start = next_scan = time.monotonic()
         seen_done = -1
+        joined = [r for r in sorted(others) if store.check([f"node/{r}"])]
+        if joined:
+            # The usual case, every rank alive: one blocking wait returns as soon as the last
+            # report lands. Past it, poll (a timed-out wait also logs a line from torch).
+            try:
+                store.wait(
+                    [f"run/{key}/final/{r}" for r in joined],
+                    datetime.timedelta(seconds=min(_FIRST_WAIT_S, wait_s)),
+                )
+            except Exception as exc:
+                _log.debug("mlflow-green: still waiting for ranks: %r", exc)
         while others:
             now = time.monotonic()
             done = store.add(f"run/{key}/done", 0)  # one request while nothing changes
@@ -344,19 +356,22 @@ class Coordinator:
         try:
             store = connect(self.info, _CONNECT_TIMEOUT_S, op_s=None)
             self._describe(store)
+            # Events before this point happened before we joined: replay them for the runs
+            # still open, skip the runs that ended.
+            first_live = store.add("events", 0) + 1
             n = 1
             while not self._stopped.is_set():
                 store.wait([f"event/{n}"])
                 event = _get_json(store, f"event/{n}")
-                n += 1
                 if not self._stopped.is_set():
-                    self._on_event(store, event)
+                    self._on_event(store, event, replay=n < first_live)
+                n += 1
         except Exception as exc:
             self._fail("following rank 0's runs", exc)
 
-    def _on_event(self, store: Any, event: dict[str, Any]) -> None:
+    def _on_event(self, store: Any, event: dict[str, Any], replay: bool) -> None:
         key = event["key"]
-        if event["kind"] == "start" and not store.check([f"run/{key}/ended"]):
+        if event["kind"] == "start" and not (replay and store.check([f"run/{key}/ended"])):
             cfg = self._config().measure
             window = get_monitor().open(f"job run {key}", cfg.scope, cfg.sample_interval_s)
             with self._lock:
@@ -364,13 +379,24 @@ class Coordinator:
         elif event["kind"] == "end":
             self._send_final(store, key)
 
-    def _send_final(self, store: Any, key: str) -> None:
+    def _send_final(self, store: Any, key: str, answer_unjoined: bool = True) -> None:
         with self._lock:
             window = self._joined.pop(key, None)
-        if window is None:
-            return
-        report = EnergyReport.from_measurement(window.close(), self._config().measure)
-        store.set(f"run/{key}/final/{self.info.rank}", json.dumps(self._contribution(report)))
+        if window is None and not answer_unjoined:
+            return  # the listener answered it meanwhile
+        if window is not None:
+            report = EnergyReport.from_measurement(window.close(), self._config().measure)
+            final = self._contribution(report)
+        else:  # a run that ended before we joined: say so, rather than keep rank 0 waiting
+            final = {
+                "rank": self.info.rank,
+                "node": self.info.node_id,
+                "final": False,
+                "own_runs": self._own_runs,
+                "scope": "machine",
+                "energy_j": {},
+            }
+        store.set(f"run/{key}/final/{self.info.rank}", json.dumps(final))
         store.add(f"run/{key}/done", 1)
 
     def _contribution(self, report: EnergyReport, final: bool = True) -> Contribution:
@@ -406,6 +432,6 @@ class Coordinator:
         try:
             store = connect(self.info, timeout_s, timeout_s)
             for key in keys:
-                self._send_final(store, key)
+                self._send_final(store, key, answer_unjoined=False)
         except Exception as exc:
             self._fail("sending this rank's energy at exit", exc)
