@@ -58,7 +58,38 @@ def begin(args: argparse.Namespace) -> None:
     deadline = time.monotonic() + args.wait_quiet
     while os.getloadavg()[0] >= QUIET_LOAD and time.monotonic() < deadline:
         time.sleep(10)  # the 1-minute average needs tens of seconds to fall
-    _started.update(t=time.monotonic(), load=os.getloadavg(), when=_now())
+    _started.update(
+        t=time.monotonic(), load=os.getloadavg(), when=_now(), busy=_busy_s(), own=_own_s()
+    )
+
+
+def _busy_s() -> float:
+    """CPU seconds all cores of the machine have been busy (not idle, not waiting on I/O)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _own_s() -> float:
+    """CPU seconds of this process and of the children it has waited for (servers, probes)."""
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def other_jobs_cores() -> float:
+    """Cores that other jobs kept busy on average since :func:`begin` (0 on a quiet machine).
+
+    The machine's busy CPU time minus this benchmark's own (children included),
+    over the wall time: unlike the load average, it does not count the benchmark.
+    """
+    wall = time.monotonic() - _started.get("t", time.monotonic())
+    if wall <= 0 or "busy" not in _started:
+        return 0.0
+    others = (_busy_s() - _started["busy"]) - (_own_s() - _started["own"])
+    return max(others, 0.0) / wall
 
 
 def _now() -> str:
@@ -119,6 +150,7 @@ def save(name: str, args: argparse.Namespace, results: dict[str, Any], render: b
         "wall_s": round(time.monotonic() - _started.get("t", time.monotonic()), 1),
         "load_before": [round(x, 2) for x in _started.get("load", os.getloadavg())],
         "load_after": [round(x, 2) for x in os.getloadavg()],
+        "other_jobs_cores": round(other_jobs_cores(), 3),
         "machine": machine(),
         "results": results,
     }

@@ -21,7 +21,8 @@ RESULTS = BENCH / "results"
 RECORDED = BENCH / "recorded"
 DOCS = BENCH.parent / "docs" / "benchmarks.md"
 
-QUIET_LOAD = 0.5
+#: Cores other jobs kept busy, on average, above which a run's timings are marked perturbed.
+OTHERS_BUSY = 0.1
 #: Column order of the accuracy tables.
 TOOLS = (
     "mlflow-green",
@@ -44,18 +45,25 @@ def _load(name: str) -> dict[str, Any] | None:
 
 
 def _provenance(record: dict[str, Any]) -> str:
-    """Command, date, run time and machine load of one results file."""
-    load = record["load_before"][0], record["load_after"][0]
-    busy = max(load) >= QUIET_LOAD
+    """Command, date, run time and how busy other jobs kept the machine meanwhile."""
+    load = record["load_before"][0]
+    others = record.get("other_jobs_cores")
     text = (
         f"Command: `{record['command']}` ({record['date']}, {record['wall_s']:.0f} s; "
-        f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after"
-        + (": **other jobs shared the machine, timings are perturbed**" if busy else "")
-        + ")."
+        f"1-minute load average {load:.2f} at the start"
     )
+    if others is not None:
+        text += f"; other jobs kept {others:.2f} of the {_cores(record)} cores busy meanwhile"
+        if others >= OTHERS_BUSY:
+            text += ": **timings perturbed by other jobs**"
+    text += ")."
     if record["quick"]:
         text += " **`--quick` run: indicative only; `make bench` gives the published figures.**"
     return text
+
+
+def _cores(record: dict[str, Any]) -> str:
+    return record["machine"]["cpu"].rsplit(", ", 1)[-1].split()[0]
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
