@@ -99,6 +99,9 @@ class _State:
         self.lock = threading.RLock()  # re-entrant for the same reason as _Tracked.lock
         self.wake = threading.Event()
         self.flusher: threading.Thread | None = None
+        # Runs whose end waits for the other ranks of a distributed job: a SIGTERM in that
+        # wait must still end them (MLflow has already let go of them).
+        self.ending: dict[str, tuple[_Tracked, Any, EnergyReport, int | None]] = {}
 
     def warn(self, message: str) -> None:
         if self.config.silent:
@@ -472,7 +475,10 @@ def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
         job, job_tags = None, {}
         coordinator = distributed.current()
         if coordinator is not None and tracked.job_key is not None:
+            state.ending[run_id] = (tracked, client or tracked.client, report, end_time_ms)
             job = coordinator.collect(tracked.job_key, report)
+            if state.ending.pop(run_id, None) is None:
+                return  # a SIGTERM during the wait ended the run already
         elif coordinator is not None:  # a run of its own on a rank other than 0
             report = coordinator.own_share(report)
             job_tags = coordinator.own_tags()
@@ -723,6 +729,7 @@ _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 def _end_all_killed() -> None:
     errors = []
     _finish_job_runs()
+    _end_runs_waiting_for_ranks(errors)
     try:
         import mlflow
 
@@ -753,8 +760,31 @@ def _flush_at_exit() -> None:
     # Runs MLflow will not end (client-created, left open): keep their latest totals.
     # Fluent runs still open are ended by MLflow's own atexit handler.
     if _STATE is not None:
-        _finish_job_runs()
         flush()
+
+
+def _end_runs_waiting_for_ranks(errors: list) -> None:
+    # SIGTERM arrived while rank 0 waited for the other ranks at a run's end: stop waiting,
+    # log what arrived, and end the run KILLED here, since the interrupted end never resumes.
+    state, coordinator = _STATE, distributed.current()
+    if state is None or coordinator is None or not state.ending:
+        return
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    coordinator.abort()
+    set_terminated = _ORIGINALS.get((TrackingServiceClient, "set_terminated"))
+    for run_id in list(state.ending):
+        entry = state.ending.pop(run_id, None)
+        if entry is None:
+            continue
+        tracked, client, report, end_time_ms = entry
+        try:
+            job = coordinator.result(tracked.job_key, 10.0)
+            _log_final(state, tracked, client, report, end_time_ms, job)
+            if set_terminated is not None:
+                set_terminated(client, run_id, "KILLED")
+        except Exception as exc:
+            errors.append(exc)
 
 
 def _finish_job_runs() -> None:

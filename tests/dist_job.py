@@ -14,7 +14,8 @@ all-reduce for ``duration_s``; a rank with ``kill_after_s`` SIGKILLs itself that
 into the run; ``"autolog": false`` leaves autolog off on a rank; a rank's own
 ``duration_s`` overrides the job's (a rank that ends early).
 Rank ``r`` prints ``RUN <rank> <run_id>``; with ``"quick_runs": n``, rank 0 then
-starts and ends n empty runs and prints ``QUICK <slowest seconds>``.
+starts and ends n empty runs and prints ``QUICK <slowest seconds>``. With
+``"exit_barrier": false`` the other ranks leave while rank 0 is still ending its run.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main() -> None:
                 pass
             slowest_s = max(slowest_s, time.monotonic() - started)
         print(f"QUICK {slowest_s}", flush=True)
-    if collectives:
+    if collectives and SPEC.get("exit_barrier", True):
         dist.barrier()  # rank 1 stays in the job while rank 0's quick runs go
     dist.destroy_process_group()
     stop.set()

@@ -130,6 +130,7 @@ def _tolerance_j(node: dict[str, float]) -> float:
 def test_two_nodes_one_run_holds_the_whole_job(tmp_path: Path) -> None:
     spec = {
         "duration_s": 3.0,
+        "exit_barrier": False,  # rank 1 exits while rank 0 ends the run
         "ranks": {
             "0": _node(
                 tmp_path,
@@ -174,6 +175,32 @@ def test_two_nodes_one_run_holds_the_whole_job(tmp_path: Path) -> None:
     fra, deu = (resolve_intensity(country=c).g_per_kwh for c in ("FRA", "DEU"))
     expected_kg = (m["green/node/node-a_kwh"] * fra + m["green/node/node-b_kwh"] * deu) / 1000
     assert m["green/co2eq_kg"] == pytest.approx(expected_kg, rel=1e-9)
+
+
+def test_the_torchrun_example_runs(tmp_path: Path) -> None:
+    # Rank 1 leaves as rank 0 ends its run: neither may crash on the way out (a thread left
+    # inside torch's store client when Python finalises aborts the process).
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+    }
+    MlflowClient(env["MLFLOW_TRACKING_URI"]).search_experiments()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "examples" / "torchrun_train.py"),
+    ]
+    for _ in range(2):
+        proc = subprocess.run(
+            cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert "over 1 node(s), 2 ranks" in proc.stdout
+        assert "terminate called" not in proc.stderr
 
 
 def test_two_ranks_on_one_node_count_the_host_once(tmp_path: Path) -> None:

@@ -10,23 +10,29 @@ Protocol, under the job's namespace:
 
 * ``node/<rank>``: each rank's node id and claimed GPUs, set on connection.
 * ``events`` / ``event/<n>``: rank 0 appends ``start`` and ``end`` of each of its
-  runs. The other ranks follow the log in a thread blocked on the next event,
-  open a measurement window at ``start`` and answer ``end`` with
+  runs. The other ranks poll the log (every 50 ms, less often in big jobs), open a
+  measurement window at ``start`` and answer ``end`` with
   ``run/<key>/final/<rank>`` (and count ``run/<key>/done``).
 * ``run/<key>/live/<rank>``: every flush interval, the rank's running totals,
   so rank 0's flushes show the whole job and a rank that dies leaves its last.
 * ``beat/<rank>``: a counter each rank bumps every second; rank 0 stops waiting
   for a rank whose counter stands still.
+
+No thread of ours sits in a store call without a time limit, and at exit the
+threads stop before the interpreter does: a thread still inside torch's C++ when
+Python finalises aborts the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import itertools
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +58,9 @@ DEFAULT_WAIT_S = 30.0
 BEAT_S = 1.0
 #: A rank whose beat has not moved for this long is taken for dead.
 DEAD_AFTER_S = 5.0 * BEAT_S
-_POLL_S = 0.02
+_POLL_S = 0.02  # rank 0, while gathering
+_FOLLOW_POLL_S = 0.05  # other ranks, for the event log (scaled up for big jobs)
+_EXIT_JOIN_S = 3.0
 _CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
 _OP_TIMEOUT_S = 30.0
 _CONNECT_GRACE_S = 5.0  # how long a run's end waits for a store not reached yet
@@ -111,24 +119,25 @@ class Coordinator:
         self._config = config  # -> autolog's current configuration (measure, flush_interval_s)
         self._warn = warn
         self._stopped = threading.Event()
-        self._lock = threading.Lock()
+        self._abort = threading.Event()  # SIGTERM: rank 0 stops waiting for the others
+        # Re-entrant: the SIGTERM handler may run in the main thread while it holds the lock.
+        self._lock = threading.RLock()
         self._own_runs = False
         self._joined: dict[str, Window] = {}  # run key -> window (ranks other than 0)
         self._tasks: list[tuple[Callable[[Any], Any], Future]] = []
         self._has_task = threading.Condition(self._lock)
         self._failed = False
         self._connected = threading.Event()
+        self._no_store = threading.Event()  # connecting failed for good, or was given up
+        self._answered: set[str] = set()  # run keys this rank sent its final report for
+        self._pending: dict[str, Future] = {}  # rank 0: collections under way
         self._keys = itertools.count()
         self._absent: set[int] = set()  # ranks that never described themselves
         self._absent_told: set[int] = set()
         target = self._serve_rank0 if info.rank == 0 else self._follow
-        self._threads = [threading.Thread(target=target, name="mlflow-green-job", daemon=True)]
-        if info.rank != 0:
-            self._threads.append(
-                threading.Thread(target=self._beat, name="mlflow-green-beat", daemon=True)
-            )
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=target, name="mlflow-green-job", daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
 
     # -- every rank --------------------------------------------------------------------------
     def _describe(self, store: Any) -> None:
@@ -197,6 +206,38 @@ class Coordinator:
             windows, self._joined = list(self._joined.values()), {}
         for window in windows:
             window.close()
+        atexit.unregister(self._at_exit)
+
+    def _at_exit(self) -> None:
+        if self.info.rank == 0:
+            if self._connected.is_set():
+                # Keep the thread: MLflow ends runs left open after this, and their end
+                # needs it. Let it finish what is queued; idle, it waits in Python (safe).
+                self._call(lambda store: None, _EXIT_JOIN_S)
+                return
+            self._no_store.set()  # runs ended from here on do not wait for a store
+        self._stopped.set()
+        self._thread.join(_EXIT_JOIN_S)
+        self.finish()
+
+    def _open_store(self, op_s: float | None = _OP_TIMEOUT_S) -> Any:
+        """Connect once the store's port answers (None if stopped first).
+
+        Plain socket probes first: torch's own connection retries log a line each, and
+        under srun the store only exists once rank 0 calls ``init_process_group``.
+        """
+        deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+        address = (self.info.store_host, self.info.store_port)
+        while not self._stopped.is_set():
+            try:
+                socket.create_connection(address, timeout=2.0).close()
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                self._stopped.wait(0.5)
+                continue
+            return connect(self.info, _OP_TIMEOUT_S, op_s)
+        return None
 
     # -- rank 0 ------------------------------------------------------------------------------
     def _submit(self, task: Callable[[Any], Any]) -> Future:
@@ -223,10 +264,13 @@ class Coordinator:
         # Every store operation of rank 0 runs here, in order, on one connection: run starts
         # never wait for the store, and events reach the log in the order they happened.
         try:
-            store = connect(self.info, _CONNECT_TIMEOUT_S)
+            store = self._open_store()
+            if store is None:
+                return
             self._describe(store)
             self._connected.set()
         except Exception as exc:
+            self._no_store.set()
             self._fail("connecting to the job's store", exc)
             store = None
         while True:
@@ -264,16 +308,37 @@ class Coordinator:
             self._post(store, {"kind": "end", "key": key})
             return self._gather(store, key, report, wait_s)
 
-        # A store that never answered (bad MASTER_ADDR?) must not hold up every run's end.
+        # A store that never answered (bad MASTER_ADDR?) must not hold up every run's end:
+        # the first run's end waits a little for it, later ones not at all.
         job = None
-        if self._connected.wait(_CONNECT_GRACE_S):
-            job = self._call(task, wait_s + DEAD_AFTER_S + 30.0)
+        if not self._no_store.is_set() and not self._connected.wait(_CONNECT_GRACE_S):
+            self._no_store.set()
+        if self._connected.is_set():
+            future = self._submit(task)
+            self._pending[key] = future
+            job = self.result(key, wait_s + DEAD_AFTER_S + 30.0)
         if job is None:
             self._warn(
                 f"could not collect the other ranks' energy for run {key.split('.')[0]}; "
                 "the run holds rank 0's only"
             )
         return job
+
+    def result(self, key: str, timeout_s: float) -> JobEnergy | None:
+        """The outcome of :meth:`collect` for ``key`` (None if it failed or is unknown)."""
+        future = self._pending.get(key)
+        try:
+            return future.result(timeout_s) if future is not None else None
+        except Exception as exc:
+            _log.debug("mlflow-green: job store: %r", exc)
+            return None
+        finally:
+            if future is not None and future.done():
+                self._pending.pop(key, None)
+
+    def abort(self) -> None:
+        """SIGTERM: collections under way stop waiting and add up what arrived."""
+        self._abort.set()
 
     def live(self, key: str, report: EnergyReport) -> JobEnergy | None:
         """The job's running totals from the ranks' latest live reports (for flushes)."""
@@ -323,7 +388,7 @@ class Coordinator:
                         beats[rank] = (count, now)
                     elif now - last[1] >= DEAD_AFTER_S:
                         others.discard(rank)  # dead: its last live report, if any, counts
-            if not others or now - start >= wait_s:
+            if not others or now - start >= wait_s or self._abort.is_set():
                 break
             time.sleep(_POLL_S)
         job = self._combine(store, key, report, final)
@@ -354,19 +419,32 @@ class Coordinator:
     # -- other ranks -------------------------------------------------------------------------
     def _follow(self) -> None:
         try:
-            store = connect(self.info, _CONNECT_TIMEOUT_S, op_s=None)
+            store = self._open_store()
+            if store is None:
+                return
             self._describe(store)
+            self._connected.set()
             # Events before this point happened before we joined: replay them for the runs
             # still open, skip the runs that ended.
             first_live = store.add("events", 0) + 1
-            n = 1
-            while not self._stopped.is_set():
-                store.wait([f"event/{n}"])
-                event = _get_json(store, f"event/{n}")
-                if not self._stopped.is_set():
-                    self._on_event(store, event, replay=n < first_live)
-                n += 1
+            n, next_beat, last_live = 1, 0.0, time.monotonic()
+            poll_s = min(1.0, _FOLLOW_POLL_S * max(1.0, self.info.world_size / 64))
+            while True:
+                count = store.add("events", 0)
+                while n <= count and not self._stopped.is_set():
+                    self._on_event(store, _get_json(store, f"event/{n}"), replay=n < first_live)
+                    n += 1
+                now = time.monotonic()
+                if now >= next_beat:
+                    store.add(f"beat/{self.info.rank}", 1)
+                    next_beat = now + BEAT_S
+                if now - last_live >= self._config().flush_interval_s:
+                    last_live = now
+                    self._send_live(store)
+                if self._stopped.wait(poll_s):
+                    return
         except Exception as exc:
+            # The beat stops with this thread: rank 0 soon stops waiting for this rank.
             self._fail("following rank 0's runs", exc)
 
     def _on_event(self, store: Any, event: dict[str, Any], replay: bool) -> None:
@@ -381,9 +459,12 @@ class Coordinator:
 
     def _send_final(self, store: Any, key: str, answer_unjoined: bool = True) -> None:
         with self._lock:
+            if key in self._answered:
+                return  # sent already (at exit, or by the follower): never overwrite it
             window = self._joined.pop(key, None)
-        if window is None and not answer_unjoined:
-            return  # the listener answered it meanwhile
+            if window is None and not answer_unjoined:
+                return
+            self._answered.add(key)
         if window is not None:
             report = EnergyReport.from_measurement(window.close(), self._config().measure)
             final = self._contribution(report)
@@ -402,19 +483,6 @@ class Coordinator:
     def _contribution(self, report: EnergyReport, final: bool = True) -> Contribution:
         return contribution(report, self.info.rank, self.info.node_id, final, self._own_runs)
 
-    def _beat(self) -> None:
-        try:
-            store = connect(self.info, _CONNECT_TIMEOUT_S)
-            last_live = time.monotonic()
-            while not self._stopped.wait(BEAT_S):
-                store.add(f"beat/{self.info.rank}", 1)
-                flush_s = self._config().flush_interval_s
-                if time.monotonic() - last_live >= flush_s:
-                    last_live = time.monotonic()
-                    self._send_live(store)
-        except Exception as exc:
-            self._fail("reporting to rank 0", exc)
-
     def _send_live(self, store: Any) -> None:
         with self._lock:
             joined = list(self._joined.items())
@@ -430,6 +498,8 @@ class Coordinator:
         if not keys or self.info.rank == 0:
             return
         try:
+            address = (self.info.store_host, self.info.store_port)
+            socket.create_connection(address, timeout=timeout_s).close()  # fail fast if gone
             store = connect(self.info, timeout_s, timeout_s)
             for key in keys:
                 self._send_final(store, key, answer_unjoined=False)
