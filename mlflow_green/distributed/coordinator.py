@@ -140,6 +140,18 @@ class Coordinator:
         atexit.register(self._at_exit)
 
     # -- every rank --------------------------------------------------------------------------
+    def _claim_rank(self, store: Any) -> bool:
+        """Whether this process is the rank's first to join (the others stand down).
+
+        A process started by a rank (a spawned DataLoader worker, say) inherits its
+        ``RANK`` and may call ``autolog()`` too: it must not answer for the rank.
+        """
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        owner = store.compare_set(f"owner/{self.info.rank}", "", me).decode()
+        if owner != me:
+            _log.debug("mlflow-green: rank %d is followed by %s already", self.info.rank, owner)
+        return owner == me
+
     def _describe(self, store: Any) -> None:
         visible = get_monitor().devices("gpu")
         entry = {
@@ -265,7 +277,8 @@ class Coordinator:
         # never wait for the store, and events reach the log in the order they happened.
         try:
             store = self._open_store()
-            if store is None:
+            if store is None or not self._claim_rank(store):
+                self._no_store.set()
                 return
             self._describe(store)
             self._connected.set()
@@ -420,7 +433,8 @@ class Coordinator:
     def _follow(self) -> None:
         try:
             store = self._open_store()
-            if store is None:
+            if store is None or not self._claim_rank(store):
+                self._no_store.set()
                 return
             self._describe(store)
             self._connected.set()
