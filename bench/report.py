@@ -22,7 +22,7 @@ RECORDED = BENCH / "recorded"
 DOCS = BENCH.parent / "docs" / "benchmarks.md"
 
 #: Benchmarks whose figures are timings, which other jobs on the machine perturb.
-TIMED = ("overhead", "run_overhead", "rank_scale", "gate_latency", "gpu_validation")
+TIMED = ("overhead", "run_overhead", "rank_scale", "gate_latency", "distributed", "gpu_validation")
 #: Cores other jobs kept busy, on average, above which a run's timings are marked perturbed.
 OTHERS_BUSY = 0.1
 #: Column order of the accuracy tables.
@@ -548,6 +548,34 @@ def _must_show(records: dict[str, dict[str, Any] | None]) -> list[str]:
     return out
 
 
+def _distributed(r: dict[str, Any]) -> list[str]:
+    ms = r["start_end_ms"]
+    rank0 = ms[f"rank 0 of {r['ranks']}"]
+    cpu = r["follower_cpu_pct"]
+    return [
+        f"torchrun (`--standalone`, {r['ranks']} ranks, gloo on the CPU) against the same "
+        f"program in one process, {r['launches']} launch(es) per mode, {r['runs_per_launch']} "
+        "timed runs each (`bench/distributed.py` explains the set-up):",
+        "",
+        *_table(
+            ("figure", "value"),
+            [
+                ("`start_run` + `end_run`, one process (ms)", f"{ms['one process']:.1f}"),
+                (f"the same, rank 0 of {r['ranks']} (ms)", f"{rank0:.1f}"),
+                (
+                    "added at run end by waiting for the other ranks (ms)",
+                    f"{r['end_added_ms']:+.1f}",
+                ),
+                (
+                    f"CPU of a following rank over {r['idle_s']:g} s idle, autolog / none",
+                    f"{cpu['autolog']:.2f}% / {cpu['no autolog']:.2f}% of a core",
+                ),
+            ],
+        ),
+        "",
+    ]
+
+
 #: Results file -> (section title, renderer of its figures), in the document's order.
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "overhead": ("## Overhead: throughput with and without each tool", _overhead),
@@ -556,6 +584,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "short_runs": ("## Short runs: 1 s, 5 s, 15 s", _short_runs),
     "rank_scale": ("## Ranking 10,000 model versions", _rank),
     "gate_latency": ("## Registry gate latency", _gate),
+    "distributed": ("## Distributed jobs: one run for every rank", _distributed),
 }
 
 
