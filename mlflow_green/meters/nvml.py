@@ -20,6 +20,7 @@ module, and :mod:`mlflow_green`, stays cheap on machines without a GPU.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ from typing import Any
 
 from mlflow_green._warnings import warn
 from mlflow_green.meters.base import Meter, MeterUnavailable
+
+_log = logging.getLogger(__name__)
 
 #: Longest period in seconds between two power samples of :class:`NvmlPowerMeter`
 #: (>= 10 Hz, the rate Zeus uses to integrate power on GPUs without a counter).
@@ -187,7 +190,7 @@ def open_nvml_meters(*, clock: Callable[[], float] = time.monotonic) -> list[Met
             has_counter = _has_energy_counter(pynvml, gpu.handle)
             (counter_gpus if has_counter else power_gpus).append(gpu)
         if counter_gpus:
-            meters.append(NvmlEnergyCounterMeter(session, counter_gpus))
+            meters.append(NvmlEnergyCounterMeter(session, counter_gpus, clock=clock))
         if power_gpus:
             meters.append(NvmlPowerMeter(session, power_gpus, clock=clock))
     except BaseException as err:
@@ -239,8 +242,16 @@ class NvmlEnergyCounterMeter(_NvmlMeter):
     method = "nvml-energy-counter"
     poll_interval_s = None
 
-    def __init__(self, session: _NvmlSession, gpus: Sequence[NvmlGpu]) -> None:
+    def __init__(
+        self,
+        session: _NvmlSession,
+        gpus: Sequence[NvmlGpu],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(session, gpus)
+        self._clock = clock
+        self._last_t = clock()
         # Counter values in mJ at the last read; energy is counted from here.
         self._last_mj = {gpu.uuid: self._counter_mj(gpu) for gpu in self._gpus}
         # Kept in integer millijoules so that summing many deltas loses nothing.
@@ -255,15 +266,29 @@ class NvmlEnergyCounterMeter(_NvmlMeter):
         Raises:
             pynvml.NVMLError: e.g. ``NVMLError_GpuIsLost``; the monitor handles it.
         """
+        t = self._clock()
         for gpu in self._gpus:
             now_mj = self._counter_mj(gpu)
             last_mj = self._last_mj[gpu.uuid]
-            # A lower value means the counter restarted (driver reload, GPU reset): the
-            # energy since the last read is unknown, so count none and start afresh.
             if now_mj >= last_mj:
                 self._total_mj[gpu.uuid] += now_mj - last_mj
+            else:
+                self._total_mj[gpu.uuid] += self._across_reset_mj(gpu, now_mj, t - self._last_t)
             self._last_mj[gpu.uuid] = now_mj
+        self._last_t = t
         return {uuid: total_mj / 1000.0 for uuid, total_mj in self._total_mj.items()}
+
+    def _across_reset_mj(self, gpu: NvmlGpu, now_mj: int, dt_s: float) -> int:
+        # The counter restarted (driver reload, GPU reset) since the last read: it holds the
+        # energy since the restart, the part before it is unknown. Power (a 1 s average on
+        # these GPUs) x time covers the interval, as CodeCarbon does; never less than the
+        # counter's own figure.
+        try:
+            power_mw = int(self._nvml.nvmlDeviceGetPowerUsage(gpu.handle))
+        except Exception as exc:  # no power reading: keep what the counter knows
+            _log.debug("mlflow-green: power across a counter reset of %s: %s", gpu.uuid, exc)
+            return now_mj
+        return max(now_mj, round(power_mw * max(dt_s, 0.0)))
 
 
 class NvmlPowerMeter(_NvmlMeter):
