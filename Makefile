@@ -31,9 +31,7 @@ test: lint
 # Each benchmark saves bench/results/<name>.json and regenerates docs/benchmarks.md (about
 # 15 minutes in all; timings want a quiet machine: BENCH_ARGS="--wait-quiet 600" waits for it).
 # bench/gpu_validation.py needs an NVIDIA GPU: run it by hand where there is one.
-# bench/distributed.py (issue #6) is run by hand for now: its two ranks' RESULT lines can
-# interleave on the shared stdout pipe and fail the parse.
-BENCHES := overhead run_overhead accuracy short_runs rank_scale gate_latency
+BENCHES := overhead run_overhead accuracy short_runs rank_scale gate_latency distributed
 BENCH_ARGS ?=
 
 bench: $(STAMP)

@@ -62,7 +62,8 @@ def worker() -> None:
         if run is not None:
             mlflow.end_run()
         dist.destroy_process_group()
-    print("RESULT " + json.dumps({"rank": rank, **out}), flush=True)
+    # One write() of a short line is atomic on a pipe: the ranks' lines never interleave.
+    os.write(1, ("RESULT " + json.dumps({"rank": rank, **out}) + "\n").encode())
 
 
 def _launch(mode: str, folder: Path) -> dict[int, dict[str, float]]:
