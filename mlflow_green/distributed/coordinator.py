@@ -140,6 +140,16 @@ class Coordinator:
         atexit.register(self._at_exit)
 
     # -- every rank --------------------------------------------------------------------------
+    def _join(self) -> Any:
+        """Connect, answer for this rank and describe it; None if stopped or another does."""
+        store = self._open_store()
+        if store is None or not self._claim_rank(store):
+            self._no_store.set()
+            return None
+        self._describe(store)
+        self._connected.set()
+        return store
+
     def _claim_rank(self, store: Any) -> bool:
         """Whether this process is the rank's first to join (the others stand down).
 
@@ -276,12 +286,9 @@ class Coordinator:
         # Every store operation of rank 0 runs here, in order, on one connection: run starts
         # never wait for the store, and events reach the log in the order they happened.
         try:
-            store = self._open_store()
-            if store is None or not self._claim_rank(store):
-                self._no_store.set()
+            store = self._join()
+            if store is None:
                 return
-            self._describe(store)
-            self._connected.set()
         except Exception as exc:
             self._no_store.set()
             self._fail("connecting to the job's store", exc)
@@ -432,12 +439,9 @@ class Coordinator:
     # -- other ranks -------------------------------------------------------------------------
     def _follow(self) -> None:
         try:
-            store = self._open_store()
-            if store is None or not self._claim_rank(store):
-                self._no_store.set()
+            store = self._join()
+            if store is None:
                 return
-            self._describe(store)
-            self._connected.set()
             # Events before this point happened before we joined: replay them for the runs
             # still open, skip the runs that ended.
             first_live = store.add("events", 0) + 1

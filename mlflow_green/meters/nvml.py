@@ -207,11 +207,18 @@ def open_nvml_meters(*, clock: Callable[[], float] = time.monotonic) -> list[Met
 
 
 class _NvmlMeter(Meter):
-    """What both NVML meters share: GPUs, UUID device ids, the session."""
+    """What both NVML meters share: GPUs, UUID device ids, the session, the clock."""
 
     domain = "gpu"
 
-    def __init__(self, session: _NvmlSession, gpus: Sequence[NvmlGpu]) -> None:
+    def __init__(
+        self,
+        session: _NvmlSession,
+        gpus: Sequence[NvmlGpu],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._session = session
         self._nvml = session.nvml
         self._gpus = list(gpus)
@@ -242,16 +249,9 @@ class NvmlEnergyCounterMeter(_NvmlMeter):
     method = "nvml-energy-counter"
     poll_interval_s = None
 
-    def __init__(
-        self,
-        session: _NvmlSession,
-        gpus: Sequence[NvmlGpu],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(session, gpus)
-        self._clock = clock
-        self._last_t = clock()
+    def __init__(self, session: _NvmlSession, gpus: Sequence[NvmlGpu], **kwargs: Any) -> None:
+        super().__init__(session, gpus, **kwargs)
+        self._last_t = self._clock()
         # Counter values in mJ at the last read; energy is counted from here.
         self._last_mj = {gpu.uuid: self._counter_mj(gpu) for gpu in self._gpus}
         # Kept in integer millijoules so that summing many deltas loses nothing.
@@ -302,15 +302,8 @@ class NvmlPowerMeter(_NvmlMeter):
     method = "nvml-power"
     poll_interval_s = POWER_POLL_INTERVAL_S
 
-    def __init__(
-        self,
-        session: _NvmlSession,
-        gpus: Sequence[NvmlGpu],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(session, gpus)
-        self._clock = clock
+    def __init__(self, session: _NvmlSession, gpus: Sequence[NvmlGpu], **kwargs: Any) -> None:
+        super().__init__(session, gpus, **kwargs)
         # (time in s, power in W) of the previous sample; the first is taken now so that
         # the first read already covers the time since the meter was opened.
         self._last = {gpu.uuid: self._sample(gpu) for gpu in self._gpus}
