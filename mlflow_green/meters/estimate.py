@@ -46,31 +46,30 @@ def _clean(model: str) -> str:
     return " ".join(text.split())
 
 
+def _tokens(text: str) -> frozenset[str]:
+    # rapidfuzz's default_process: lower case, anything not alphanumeric is a separator.
+    return frozenset("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
 def lookup_tdp_w(model: str) -> float | None:
     """TDP in watts of a CPU model from CodeCarbon's table, or None when not known.
 
     An exact (case-insensitive) name match wins; otherwise a unique full
-    token-set match, CodeCarbon's rule, so a vague name such as "AMD EPYC"
-    matches nothing rather than an arbitrary part.
+    token-set match, CodeCarbon's rule (rapidfuzz's ``token_set_ratio`` of 100:
+    one name's words are all in the other), so a vague name such as "AMD EPYC"
+    matches nothing rather than an arbitrary part. Plain set arithmetic, not
+    rapidfuzz: importing it was most of the first run's hardware discovery.
     """
     table = _tdp_table()
     by_lower = {name.lower(): tdp for name, tdp in table.items()}
     for candidate in (model, _clean(model)):
         if candidate.lower() in by_lower:
             return by_lower[candidate.lower()]
-    from rapidfuzz import fuzz, process, utils
-
-    matches = process.extract(
-        _clean(model),
-        list(table),
-        processor=utils.default_process,
-        scorer=fuzz.token_set_ratio,
-        score_cutoff=100,
-        limit=2,
-    )
-    if len(matches) == 1 or (len(matches) == 2 and matches[0][1] != matches[1][1]):
-        return table[matches[0][0]]
-    return None
+    want = _tokens(_clean(model))
+    if not want:
+        return None
+    matches = [n for n in table if (have := _tokens(n)) and (want <= have or have <= want)]
+    return table[matches[0]] if len(matches) == 1 else None
 
 
 def busy_and_total_s() -> tuple[float, float]:
