@@ -27,6 +27,9 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 #: The hardware stand-ins of the test suite (fake ``pynvml``, fake powercap tree).
 FAKES = ROOT / "tests" / "fakes"
+# The test suite's helpers (``tests.mlflow_server``) serve the benchmarks too.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
 
 #: A 1-minute load average above this means another job shared the machine's cores.
 QUIET_LOAD = 0.5

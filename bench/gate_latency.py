@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import _common
-from _server import Server
+
+from tests.mlflow_server import MlflowServer
 
 
 def _populate(db: Path) -> None:
@@ -58,18 +59,17 @@ def main() -> None:
     from mlflow import MlflowClient
 
     folder = Path(tempfile.mkdtemp(prefix="mlflow-green-gate-bench-"))
-    servers: dict[str, Server] = {}
+    servers: dict[str, MlflowServer] = {}
     try:
         (folder / "plain").mkdir()
         (folder / "gated").mkdir()
         template = folder / "template.db"
         _populate(template)
-        dbs = {m: shutil.copyfile(template, folder / m / "mlflow.db") for m in ("plain", "gated")}
-        for mode, db in dbs.items():
-            registry = f"sqlite:///{db}" if mode == "plain" else f"green+sqlite:///{db}"
-            servers[mode] = Server(
-                folder / mode, Path(db), extra_args=("--registry-store-uri", registry)
-            )
+        for mode in ("plain", "gated"):
+            shutil.copyfile(template, folder / mode / "mlflow.db")
+            registry = "sqlite:///{db}" if mode == "plain" else "green+sqlite:///{db}"
+            servers[mode] = MlflowServer(folder / mode, registry_store_uri=registry)
+            servers[mode].start()
         clients = {}
         for mode, server in servers.items():
             server.wait_healthy()

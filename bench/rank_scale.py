@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _server import Server
+
+from tests.mlflow_server import MlflowServer
 
 VERSIONS_PER_MODEL = 100
 
@@ -208,7 +209,8 @@ def main() -> None:
         db = root / "mlflow.db"
         print(f"creating {versions} model versions in {db} ...", flush=True)
         print(f"  populated in {populate(db, versions):.1f} s", flush=True)
-        server = Server(root, db, args.workers, args.server == "gunicorn")
+        server = MlflowServer(root, workers=args.workers, gunicorn=args.server == "gunicorn")
+        server.start()
         print(f"  server healthy at {server.url} after {server.wait_healthy():.1f} s", flush=True)
 
         from mlflow_green.compare import rank_models

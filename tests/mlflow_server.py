@@ -75,10 +75,19 @@ def sqlite_db_copy(path: Path) -> Path:
 class MlflowServer:
     """One ``mlflow server`` process group."""
 
-    def __init__(self, root: Path, registry_store_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        registry_store_uri: str | None = None,
+        *,
+        workers: int = 1,
+        gunicorn: bool = False,
+    ) -> None:
         self.root = root
         # ``--registry-store-uri``; ``{db}`` stands for this server's SQLite file.
         self.registry_store_uri = registry_store_uri
+        self.workers = workers
+        self.gunicorn = gunicorn  # serve with gunicorn (``--gunicorn-opts``), not uvicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -106,10 +115,12 @@ class MlflowServer:
             "--port",
             str(self.port),
             "--workers",
-            "1",
+            str(self.workers),
         ]
         if self.registry_store_uri is not None:
             cmd += ["--registry-store-uri", self.registry_store_uri.format(db=db)]
+        if self.gunicorn:
+            cmd.append("--gunicorn-opts=--log-level=warning")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -121,16 +132,18 @@ class MlflowServer:
                 start_new_session=True,  # its own process group, stopped as a whole
             )
 
-    def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> None:
+    def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> float:
+        """Wait until ``/health`` answers; returns the seconds waited."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
                     if r.status == 200:
-                        return
+                        return time.monotonic() - start
             except OSError:
                 pass
             time.sleep(0.2)  # polling interval of a bounded wait, not a synchronisation
