@@ -645,7 +645,8 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             if coordinator is not None and tracked.job_key is not None:
                 job = coordinator.live(tracked.job_key, report)
                 if job is not None:  # the whole job so far, from the ranks' live reports
-                    cumulative = {k: job.metrics()[k] for k in cumulative}
+                    everything = job.metrics()
+                    cumulative = {k: everything[k] for k in cumulative}
             values = tracked.totals({**cumulative, **_phase_metrics(tracked, report.pue)})
             metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.

@@ -22,8 +22,7 @@ from typing import Any
 
 from mlflow_green.carbon import co2eq_kg
 from mlflow_green.meters import DOMAINS
-
-J_PER_KWH = 3.6e6
+from mlflow_green.report import J_PER_KWH
 
 Contribution = dict[str, Any]
 """One rank's report for one run: ``rank``, ``node``, ``final``, ``own_runs``, ``scope``,
@@ -49,6 +48,19 @@ def contribution(report: Any, rank: int, node: str, final: bool, own_runs: bool)
         "country": report.country,
         "region": report.region,
         "intensity_source": report.intensity_source,
+    }
+
+
+def unmeasured(rank: int, node: str, own_runs: bool) -> Contribution:
+    """The answer of a rank that did not measure a run (it joined after the run ended):
+    not final, so the rank is listed as missing, and no energy."""
+    return {
+        "rank": rank,
+        "node": node,
+        "final": False,
+        "own_runs": own_runs,
+        "scope": "machine",
+        "energy_j": {},
     }
 
 

@@ -45,6 +45,7 @@ from mlflow_green.distributed.combine import (
     combine,
     contribution,
     owned_energy_j,
+    unmeasured,
 )
 from mlflow_green.distributed.job import RankInfo, claimed_gpus
 from mlflow_green.monitor import Window, get_monitor
@@ -76,7 +77,9 @@ def _wait_s() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        _log.warning("mlflow-green: %s=%r is not seconds >= 0; using %s", WAIT_ENV, raw, 30)
+        _log.warning(
+            "mlflow-green: %s=%r is not seconds >= 0; using %s", WAIT_ENV, raw, DEFAULT_WAIT_S
+        )
         return DEFAULT_WAIT_S
     return value
 
@@ -487,14 +490,7 @@ class Coordinator:
             report = EnergyReport.from_measurement(window.close(), self._config().measure)
             final = self._contribution(report)
         else:  # a run that ended before we joined: say so, rather than keep rank 0 waiting
-            final = {
-                "rank": self.info.rank,
-                "node": self.info.node_id,
-                "final": False,
-                "own_runs": self._own_runs,
-                "scope": "machine",
-                "energy_j": {},
-            }
+            final = unmeasured(self.info.rank, self.info.node_id, self._own_runs)
         store.set(f"run/{key}/final/{self.info.rank}", json.dumps(final))
         store.add(f"run/{key}/done", 1)
 
