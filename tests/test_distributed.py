@@ -26,6 +26,9 @@ from mlflow_green.distributed import job as job_module
 from mlflow_green.distributed.combine import combine
 from mlflow_green.meters.estimate import RamSizeMeter
 from tests.fakes.powercap import PowercapTree
+from tests.mlflow_server import server_fixture
+
+mlflow_server = server_fixture()
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).parent / "dist_job.py"
@@ -127,8 +130,11 @@ def _tolerance_j(node: dict[str, float]) -> float:
 # -- the job, end to end -----------------------------------------------------------------------
 
 
-def test_two_nodes_one_run_holds_the_whole_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_two_nodes_one_run_holds_the_whole_job(tmp_path: Path, request, store: str) -> None:
+    uri = request.getfixturevalue("mlflow_server") if store == "server" else None
     spec = {
+        **({"tracking_uri": uri} if uri else {}),
         "duration_s": 3.0,
         "exit_barrier": False,  # rank 1 exits while rank 0 ends the run
         "ranks": {
