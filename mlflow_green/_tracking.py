@@ -7,10 +7,10 @@ check or a ranking should tell the user at once, naming the server.
 from __future__ import annotations
 
 
-def unreachable_reason(uri: str) -> str | None:
+def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
     """Why an HTTP(S) tracking server at ``uri`` cannot be connected to, or None if it can.
 
-    One TCP connect, no retries, 5 s timeout. Non-HTTP URIs (local stores) and
+    One TCP connect, no retries, ``timeout_s`` (default 5 s). Non-HTTP URIs (local stores) and
     servers behind an HTTP proxy are not probed (None).
     """
     import socket
@@ -26,7 +26,7 @@ def unreachable_reason(uri: str) -> str | None:
         return None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        socket.create_connection((parsed.hostname, port), timeout=5.0).close()
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
     except OSError as exc:
         return f"cannot connect to {parsed.hostname}:{port} ({exc})"
     return None

@@ -23,9 +23,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_green import distributed, spool
+from mlflow_green import distributed, plugin, spool
+from mlflow_green._tracking import unreachable_reason
 from mlflow_green._warnings import warn
-from mlflow_green.config import MeasureConfig, parse_bool, positive_seconds, resolve
+from mlflow_green.config import AutologConfig, parse_bool, resolve
 from mlflow_green.monitor import Window, get_monitor
 from mlflow_green.report import (
     J_PER_KWH,
@@ -44,18 +45,10 @@ _ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s")
 _ADDITIVE_PREFIXES = ("green/energy/", "green/phase/", "green/node/")
 # How long a run's end waits for a periodic flush of the same run still talking to the server.
 _FINAL_WAIT_S = 10.0
+# The TCP connect that tells a tracking server that is gone from one that is slow.
+_PROBE_TIMEOUT_S = 3.0
 # What ``silent=True`` hides: every warning of this package starts so.
 _WARNING_PREFIX = "mlflow-green:"
-
-
-@dataclass(frozen=True)
-class AutologConfig:
-    """``autolog`` arguments after resolution against ``MLFLOW_GREEN_*`` variables."""
-
-    measure: MeasureConfig
-    flush_interval_s: float = 30.0
-    log_artifacts: bool = True
-    silent: bool = False
 
 
 @dataclass
@@ -152,12 +145,12 @@ def autolog(
     A resumed run (``mlflow.start_run(run_id=...)``, ``MlflowClient().update_run(id,
     "RUNNING")``) is measured from the resume; its totals add the earlier sessions'.
     """
-    global _STATE
+    plugin.explicit_call()  # the program's own choice: MLFLOW_GREEN_AUTOLOG no longer applies
     if resolve("disable", disable, False, lambda v: parse_bool(v, "disable")):
         _uninstall()
         return
-    config = AutologConfig(
-        measure=MeasureConfig.build(
+    _enable(
+        AutologConfig.build(
             country=country,
             region=region,
             cloud_provider=cloud_provider,
@@ -166,15 +159,31 @@ def autolog(
             pue=pue,
             scope=scope,
             sample_interval_s=sample_interval_s,
-        ),
-        flush_interval_s=resolve(
-            "flush_interval_s", flush_interval_s, 30.0, positive_seconds("flush_interval_s")
-        ),
-        log_artifacts=resolve(
-            "log_artifacts", log_artifacts, True, lambda v: parse_bool(v, "log_artifacts")
-        ),
-        silent=resolve("silent", silent, False, lambda v: parse_bool(v, "silent")),
+            flush_interval_s=flush_interval_s,
+            log_artifacts=log_artifacts,
+            silent=silent,
+        )
     )
+
+
+def autolog_from_env() -> None:
+    """Zero-code mode (``MLFLOW_GREEN_AUTOLOG=true``): ``autolog()`` from the environment alone.
+
+    Energy does not depend on the location: a location setting that is not valid
+    leaves the carbon intensity unknown (CO2eq is not logged; the run's
+    ``green.carbon_intensity_source`` tag says why) instead of measuring nothing.
+    Any other bad setting raises, and the plugin turns that into one warning.
+    """
+    if is_enabled():  # an explicit autolog() call keeps its own arguments
+        return
+    config = AutologConfig.build(unknown_location_ok=True)
+    _enable(config)
+    if config.warnings and _STATE is not None:
+        _STATE.warn("; ".join(config.warnings))
+
+
+def _enable(config: AutologConfig) -> None:
+    global _STATE
     _set_silent(config.silent)
     if _STATE is None:
         _STATE = _State(config)
@@ -468,24 +477,52 @@ def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
         tracked = state.runs.pop(run_id, None)
     if tracked is None:
         return
-    # A periodic flush of this run may be under way; do not wait on a server that hangs.
-    locked = tracked.lock.acquire(timeout=_FINAL_WAIT_S)
+    # The run's energy ends with the run: close the window before any I/O, so that
+    # no wait on the server (below, or in MLflow's retries) is counted in it.
+    measurement = tracked.window.close()
+    client = client or tracked.client
+    down = _unreachable(client)
+    # A periodic flush of this run may be under way: wait for it (boundedly) only when the
+    # server answers; a server that does not gets nothing, so there is nothing to wait for.
+    locked = down is None and tracked.lock.acquire(timeout=_FINAL_WAIT_S)
     try:
-        report = EnergyReport.from_measurement(tracked.window.close(), state.config.measure)
+        report = EnergyReport.from_measurement(measurement, state.config.measure)
         job, job_tags = None, {}
         coordinator = distributed.current()
         if coordinator is not None and tracked.job_key is not None:
-            state.ending[run_id] = (tracked, client or tracked.client, report, end_time_ms)
+            state.ending[run_id] = (tracked, client, report, end_time_ms)
             job = coordinator.collect(tracked.job_key, report)
             if state.ending.pop(run_id, None) is None:
                 return  # a SIGTERM during the wait ended the run already
         elif coordinator is not None:  # a run of its own on a rank other than 0
             report = coordinator.own_share(report)
             job_tags = coordinator.own_tags()
-        _log_final(state, tracked, client or tracked.client, report, end_time_ms, job, job_tags)
+        _log_final(state, tracked, client, report, end_time_ms, job, job_tags, down)
     finally:
         if locked:
             tracked.lock.release()
+
+
+def _unreachable(client: Any, known: dict[str, str | None] | None = None) -> str | None:
+    """Why the HTTP tracking server of ``client`` (or URI) does not answer a TCP connect, or None.
+
+    MLflow retries a request to a server that is gone for minutes; this probe
+    answers at once (local stores are never probed). ``known`` caches answers by URI.
+    """
+    uri = client if isinstance(client, str) else getattr(client, "tracking_uri", None)
+    if not isinstance(uri, str):
+        return None
+    if known is not None and uri in known:
+        return known[uri]
+    try:
+        reason = unreachable_reason(uri, timeout_s=_PROBE_TIMEOUT_S)
+    except Exception as exc:  # a URI the probe cannot parse: let MLflow try
+        _log.debug("%s probing %s: %r", _WARNING_PREFIX, uri, exc)
+        reason = None
+    reason = None if reason is None else f"tracking server {uri} is unreachable: {reason}"
+    if known is not None:
+        known[uri] = reason
+    return reason
 
 
 def _log_final(
@@ -496,7 +533,9 @@ def _log_final(
     end_time_ms: int | None = None,
     job: distributed.JobEnergy | None = None,
     job_tags: dict[str, str] | None = None,
+    unreachable: str | None = None,
 ) -> None:
+    """Log a run's final values and artifacts, or spool them when the server is unreachable."""
     from mlflow.entities import Metric, RunTag
 
     now_ms = int(time.time() * 1000)
@@ -519,6 +558,8 @@ def _log_final(
         for k in summary
     ]
     try:
+        if unreachable is not None:
+            raise ConnectionError(unreachable)
         # One request for every value: a store that cannot be reached fails here, once,
         # and the report goes to the spool before anything else is tried.
         _log_batches(client, tracked.run_id, metrics, run_tags)
@@ -655,6 +696,9 @@ def _flush(state: _State, tracked: _Tracked) -> None:
             metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, until_s)
             current = tags(report)
             run_tags = [RunTag(k, v) for k, v in current.items() if tracked.tags_logged.get(k) != v]
+            down = _unreachable(tracked.client)
+            if down is not None:  # MLflow would retry for minutes, holding this run's lock
+                raise ConnectionError(down)
             _log_batches(tracked.client, tracked.run_id, metrics, run_tags)
             tracked.timeline_logged_s, tracked.tags_logged = until_s, current
         except Exception as exc:
@@ -707,19 +751,30 @@ def _uninstall_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """Log every measured run's energy and end it KILLED, then hand the signal on."""
-    if _STATE is not None:
-        _end_all_killed()
+    """End every measured run KILLED if SIGTERM takes the process down; else leave them be.
+
+    The process goes down when the signal's previous disposition is the default
+    action, or when the previous handler raises or exits. A program that ignores
+    SIGTERM, or whose handler only sets a flag and returns, goes on: its runs
+    stay open (the flusher writes their energy so far) and nothing else changes.
+    """
     previous = _PREVIOUS_SIGTERM
     if previous is signal.SIG_IGN:
+        _wake_flusher()
         return
     if callable(previous):
-        previous(signum, frame)
+        try:
+            previous(signum, frame)
+        except BaseException:  # SystemExit, KeyboardInterrupt, an error: the program stops
+            if _STATE is not None:
+                _end_all_killed()
+            raise
+        _wake_flusher()
         return
     # Default action (SIG_DFL, or a handler not set from Python): die of the signal, as the
     # process would have without us.
-    import os
-
+    if _STATE is not None:
+        _end_all_killed()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -727,29 +782,47 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 
 
+def _wake_flusher() -> None:
+    # No I/O inside the handler: the interrupted code may hold a lock that I/O needs.
+    state = _STATE
+    if state is not None:
+        state.wake.set()
+
+
 def _end_all_killed() -> None:
-    errors = []
+    errors: list[Exception] = []
     _finish_job_runs()
     _end_runs_waiting_for_ranks(errors)
+    state = _STATE
+    if state is None:
+        return
     try:
+        # A server that does not answer gets nothing (MLflow would retry for minutes while
+        # the process is asked to stop): its runs' reports go to the spool, and we go.
+        down: dict[str, str | None] = {}
+        with state.lock:
+            runs = list(state.runs.values())
+        for tracked in runs:
+            if _unreachable(tracked.client, down) is not None:
+                _on_end(tracked.client, tracked.run_id)
         import mlflow
 
-        for _ in range(1000):  # fluent runs of this thread: pops MLflow's run stack too
-            if mlflow.active_run() is None:
-                break
-            try:
-                mlflow.end_run("KILLED")  # pops the run before ending it: no endless loop
-            except Exception as exc:
-                errors.append(exc)
-        state = _STATE
-        if state is not None:
-            with state.lock:
-                rest = list(state.runs.values())
-            for tracked in rest:  # client-created runs and other threads' runs
+        if _unreachable(mlflow.get_tracking_uri(), down) is None:
+            for _ in range(1000):  # fluent runs of this thread: pops MLflow's run stack too
+                if mlflow.active_run() is None:
+                    break
                 try:
-                    tracked.client.set_terminated(tracked.run_id, "KILLED")
+                    mlflow.end_run("KILLED")  # pops the run before ending it: no endless loop
                 except Exception as exc:
                     errors.append(exc)
+        with state.lock:
+            rest = list(state.runs.values())
+        for tracked in rest:  # client-created runs and other threads' runs
+            try:
+                if _unreachable(tracked.client, down) is None:
+                    tracked.client.set_terminated(tracked.run_id, "KILLED")
+            except Exception as exc:
+                errors.append(exc)
     except Exception as exc:
         errors.append(exc)
     if errors and _STATE is not None:
@@ -759,9 +832,19 @@ def _end_all_killed() -> None:
 @atexit.register
 def _flush_at_exit() -> None:
     # Runs MLflow will not end (client-created, left open): keep their latest totals.
-    # Fluent runs still open are ended by MLflow's own atexit handler.
-    if _STATE is not None:
-        flush()
+    # Fluent runs still open are ended by MLflow's own atexit handler. A server that does
+    # not answer gets nothing: every run on it is final now, so its report is spooled.
+    state = _STATE
+    if state is None:
+        return
+    down: dict[str, str | None] = {}
+    with state.lock:
+        runs = list(state.runs.values())
+    for tracked in runs:
+        if _unreachable(tracked.client, down) is not None:
+            _on_end(tracked.client, tracked.run_id)
+        else:
+            _flush(state, tracked)
 
 
 def _end_runs_waiting_for_ranks(errors: list) -> None:

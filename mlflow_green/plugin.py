@@ -14,6 +14,7 @@ import importlib.machinery
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,17 +22,38 @@ from mlflow_green._warnings import warn
 
 _log = logging.getLogger(__name__)
 _ENV = "MLFLOW_GREEN_AUTOLOG"
-_done = False
+_done = False  # the environment's choice was applied, or the program chose itself
+_bad_value_warned = False
 _armed: tuple | None = None  # (TrackingServiceClient, original create_run, trampoline)
+# Set while this thread is inside the trampoline: a call that comes back into it (through a
+# wrapper that autolog() put around it) goes straight to MLflow, never round again.
+_local = threading.local()
 
 
 def _wanted() -> bool:
+    """Whether ``MLFLOW_GREEN_AUTOLOG`` asks for tracking; one warning if it is not a boolean."""
+    global _bad_value_warned
     from mlflow_green._env import parse_bool
 
-    try:
-        return parse_bool(os.environ.get(_ENV, ""), _ENV)
-    except ValueError:  # not a boolean: stay off, as for any value that is not "true"
+    raw = os.environ.get(_ENV)
+    if raw is None or not raw.strip():
         return False
+    try:
+        return parse_bool(raw, _ENV)
+    except ValueError as exc:  # "ture": the user meant something; say what we understood
+        if not _bad_value_warned:
+            _bad_value_warned = True
+            warn(f"mlflow-green: {exc}; zero-code tracking is off", RuntimeWarning, stacklevel=3)
+        return False
+
+
+def explicit_call() -> None:
+    """``autolog()`` was called by the program: its choice (even ``disable=True``) stands.
+
+    The environment variable then never switches tracking on (or back on) by itself.
+    """
+    global _done
+    _done = True
 
 
 def install_from_env() -> None:
@@ -42,10 +64,9 @@ def install_from_env() -> None:
     _done = True
     _disarm()
     try:
-        from mlflow_green.hooks import autolog, is_enabled
+        from mlflow_green.hooks import autolog_from_env
 
-        if not is_enabled():  # an explicit autolog() call keeps its own arguments
-            autolog()
+        autolog_from_env()
     except Exception as exc:  # bad MLFLOW_GREEN_* values must not stop the user's script
         warn(
             f"mlflow-green: {_ENV} is set but tracking could not start: {exc}",
@@ -90,17 +111,31 @@ def _arm() -> None:
     too early for ``autolog()``; but ``TrackingServiceClient`` is already loaded
     (fluent imports the client first), so a one-shot trampoline on its
     ``create_run`` also catches scripts that never call ``mlflow.start_run``.
+
+    The trampoline only ever calls forward: the ``create_run`` it replaced, or, on
+    the call that installs autolog, autolog's wrapper around that same function.
+    ``autolog()`` may already have wrapped the trampoline itself (it was called
+    before the first run), or wrapped it and been disabled again, or MLflow may
+    build its providers anew: in every order a call reaches MLflow exactly once.
     """
     global _armed
     module = sys.modules.get(_CLIENT_MODULE)
-    if module is None or _armed is not None:
+    if module is None or _armed is not None or _done:
         return
     cls = module.TrackingServiceClient
     original = cls.__dict__["create_run"]
 
     def create_run(self: object, *args: object, **kwargs: object) -> object:
-        install_from_env()  # disarms first, then autolog wraps the real create_run
-        return cls.create_run(self, *args, **kwargs)
+        if getattr(_local, "inside", False) or cls.__dict__.get("create_run") is not create_run:
+            return original(self, *args, **kwargs)  # reached through a wrapper around us
+        _local.inside = True
+        try:
+            install_from_env()  # disarms first, then autolog wraps ``original``
+            now = cls.__dict__.get("create_run")
+            target = original if now is None or now is create_run else now
+            return target(self, *args, **kwargs)
+        finally:
+            _local.inside = False
 
     cls.create_run = create_run
     _armed = (cls, original, create_run)
@@ -119,7 +154,7 @@ class GreenRunContextProvider:
     """Adds no tags; its only job is to switch autolog on from the environment."""
 
     def __init__(self) -> None:
-        if _wanted():
+        if not _done and _wanted():
             if _CLIENT_MODULE in sys.modules:
                 _arm()
             else:  # the usual case: providers load before the tracking client
