@@ -12,13 +12,29 @@ import csv
 import functools
 import importlib.util
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow_green._env import bounded_number
+
 #: CodeCarbon's world average (``carbon_intensity_per_source.json``), g/kWh; used
 #: only when the user gives no location at all, and labelled as such.
 _WORLD_AVERAGE_SOURCE = "codecarbon world average (no location given)"
+
+#: Accepted ``carbon_intensity``, gCO2eq/kWh. 0 allows a fully renewable supply contract;
+#: the dirtiest grid in CodeCarbon's data is 1306 (Turkmenistan), lignite plants emit about
+#: 1,000-1,300, so anything above 2000 is a unit slip (e.g. g/MWh or lb/MWh) or a typo.
+CARBON_INTENSITY_BOUNDS_G_PER_KWH = (0.0, 2000.0)
+parse_carbon_intensity = bounded_number(
+    *CARBON_INTENSITY_BOUNDS_G_PER_KWH,
+    "gCO2eq/kWh",
+    " (a grid's mean is 0-1306 in CodeCarbon's data; world average 475)",
+)
+
+#: Prefix of :attr:`CarbonIntensity.source` when the intensity is unknown.
+UNKNOWN_SOURCE_PREFIX = "unknown: "
 
 # Nordic bidding zones are named by a two-letter prefix (SE1..SE4, NO1..NO5, FI).
 _NORDIC = {"SWE": "SE", "NOR": "NO", "FIN": "FI"}
@@ -28,18 +44,32 @@ _NORDIC = {"SWE": "SE", "NOR": "NO", "FIN": "FI"}
 class CarbonIntensity:
     """Grid carbon intensity used to turn energy into emissions."""
 
-    g_per_kwh: float
-    """Grams of CO2-equivalent per kWh drawn from the grid."""
+    g_per_kwh: float | None
+    """Grams of CO2-equivalent per kWh drawn from the grid; ``None`` when unknown (a location
+    setting was invalid in zero-code mode: energy is measured, emissions are not known)."""
     source: str
-    """Where the figure comes from, for the report and tags."""
+    """Where the figure comes from, for the report and tags; for an unknown intensity,
+    ``"unknown: "`` and why."""
     country: str | None = None
     region: str | None = None
     cloud_provider: str | None = None
     cloud_region: str | None = None
 
+    @property
+    def known(self) -> bool:
+        """Whether there is a figure (emissions can be computed)."""
+        return self.g_per_kwh is not None
 
-def co2eq_kg(energy_kwh: float, g_per_kwh: float) -> float:
-    """Emissions in kg CO2eq of ``energy_kwh`` drawn at ``g_per_kwh``."""
+    @classmethod
+    def unknown(cls, reason: str) -> CarbonIntensity:
+        """An intensity nobody knows, and ``reason`` why (it becomes the source)."""
+        return cls(None, UNKNOWN_SOURCE_PREFIX + reason)
+
+
+def co2eq_kg(energy_kwh: float, g_per_kwh: float | None) -> float | None:
+    """Emissions in kg CO2eq of ``energy_kwh`` at ``g_per_kwh``; ``None`` when that is unknown."""
+    if g_per_kwh is None:
+        return None
     return energy_kwh * g_per_kwh / 1000.0
 
 
@@ -127,25 +157,34 @@ def _region_g_per_kwh(country: str, region: str) -> float:
     return float(kg) * 1000.0
 
 
-def _check_country(country: str) -> str:
+def _text(value: Any, label: str, what: str) -> str:
+    # float()/str() would take 250 or b"FRA"; a location is a string.
+    if not isinstance(value, str):
+        raise ValueError(f"{label}={value!r} is not a string: expected {what}")
+    return value
+
+
+def _check_country(country: str, label: str = "country") -> str:
     code = country.strip().upper()
     if code not in _energy_mix():
         examples = ", ".join(["FRA", "DEU", "USA", "GBR", "IND"])
         raise ValueError(
-            f"Unknown country code {country!r}: expected an ISO 3166-1 alpha-3 code with data in "
-            f"CodeCarbon's energy mix (e.g. {examples}; {len(_energy_mix())} codes, listed by "
-            "`mlflow-green countries` or mlflow_green.carbon.available_countries()). "
-            "Or pass carbon_intensity=<g/kWh>."
+            f"{label}={country!r} is not a known country code: expected an ISO 3166-1 alpha-3 "
+            f"code with data in CodeCarbon's energy mix (e.g. {examples}; {len(_energy_mix())} "
+            "codes, listed by `mlflow-green countries` or "
+            "mlflow_green.carbon.available_countries()). Or give the intensity itself: "
+            "carbon_intensity=<g/kWh> or MLFLOW_GREEN_CARBON_INTENSITY."
         )
     return code
 
 
-def _check_region(country: str, region: str) -> str:
+def _check_region(country: str, region: str, label: str = "region") -> str:
     valid = available_regions(country)
     if not valid:
         raise ValueError(
-            f"No regional data for country {country!r} (region {region!r}): regions are "
-            "available for USA, CAN, CHN, SWE, NOR and FIN. Drop region= to use the country value."
+            f"{label}={region!r} is invalid: there is no regional data for country {country} "
+            "(regions are available for USA, CAN, CHN, SWE, NOR and FIN). Drop the region to "
+            "use the country value."
         )
     key = region.strip()
     key = key.upper() if country in _NORDIC else key.lower()
@@ -156,7 +195,7 @@ def _check_region(country: str, region: str) -> str:
     elif key in valid:
         return key
     raise ValueError(
-        f"Unknown region {region!r} for country {country}: expected one of {', '.join(valid)}."
+        f"{label}={region!r} is not a region of {country}: expected one of {', '.join(valid)}."
     )
 
 
@@ -165,43 +204,54 @@ def resolve_intensity(
     region: str | None = None,
     cloud_provider: str | None = None,
     cloud_region: str | None = None,
-    carbon_intensity: float | None = None,
+    carbon_intensity: float | str | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
 ) -> CarbonIntensity:
     """Validate a location and return its grid carbon intensity.
 
-    Precedence: an explicit ``carbon_intensity`` (g/kWh) overrides the location's
-    value (the location is still recorded); a cloud provider and region; a
-    country, refined by ``region`` where data exists; with nothing given, the
-    world average, labelled as such. Raises ``ValueError`` naming any bad value
-    and what is accepted.
+    Precedence: an explicit ``carbon_intensity`` (gCO2eq/kWh, 0 to 2000) overrides
+    the location's value (the location is still recorded); a cloud provider and
+    region; a country, refined by ``region`` where data exists; with nothing
+    given, the world average, labelled as such. Raises ``ValueError`` naming any
+    bad value and what is accepted; ``labels`` maps an argument to the name its
+    value is shown under (``{"country": "MLFLOW_GREEN_COUNTRY"}`` for a value
+    read from the environment).
     """
+    names = {
+        n: (labels or {}).get(n, n)
+        for n in ("country", "region", "cloud_provider", "cloud_region", "carbon_intensity")
+    }
+    intensity = None
     if carbon_intensity is not None:
-        try:
-            value = float(carbon_intensity)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"carbon_intensity={carbon_intensity!r} is not a number: expected gCO2eq/kWh >= 0"
-            ) from None
-        if not value >= 0 or value == float("inf"):
-            raise ValueError(
-                f"carbon_intensity={carbon_intensity!r} is invalid: expected a finite "
-                "gCO2eq/kWh >= 0"
-            )
+        intensity = parse_carbon_intensity(carbon_intensity, names["carbon_intensity"])
+    if country is not None:
+        country = _text(country, names["country"], "an ISO 3166-1 alpha-3 code such as 'FRA'")
+    if region is not None:
+        region = _text(region, names["region"], "a region name such as 'california'")
+    if cloud_provider is not None:
+        cloud_provider = _text(cloud_provider, names["cloud_provider"], "a provider such as 'gcp'")
+    if cloud_region is not None:
+        cloud_region = _text(cloud_region, names["cloud_region"], "a region such as 'us-east1'")
     if region is not None and country is None and cloud_provider is None:
-        raise ValueError(f"region={region!r} needs country= (ISO alpha-3, e.g. 'USA')")
+        raise ValueError(
+            f"{names['region']}={region!r} needs country= (or MLFLOW_GREEN_COUNTRY): "
+            "an ISO alpha-3 code, e.g. 'USA'"
+        )
     if (cloud_provider is None) != (cloud_region is None):
         raise ValueError(
             "cloud_provider and cloud_region go together: got "
-            f"cloud_provider={cloud_provider!r}, cloud_region={cloud_region!r}"
+            f"{names['cloud_provider']}={cloud_provider!r}, "
+            f"{names['cloud_region']}={cloud_region!r}"
         )
 
     found: CarbonIntensity
-    if cloud_provider is not None:
-        found = _cloud(str(cloud_provider), str(cloud_region))
+    if cloud_provider is not None and cloud_region is not None:
+        found = _cloud(cloud_provider, cloud_region, names)
     elif country is not None:
-        code = _check_country(str(country))
+        code = _check_country(country, names["country"])
         if region is not None:
-            reg = _check_region(code, str(region))
+            reg = _check_region(code, region, names["region"])
             found = CarbonIntensity(
                 _region_g_per_kwh(code, reg), "codecarbon regional data", code, reg
             )
@@ -211,9 +261,9 @@ def resolve_intensity(
         world = _json("private_infra/carbon_intensity_per_source.json")["world_average"]
         found = CarbonIntensity(float(world), _WORLD_AVERAGE_SOURCE)
 
-    if carbon_intensity is not None:
+    if intensity is not None:
         return CarbonIntensity(
-            float(carbon_intensity),
+            intensity,
             "user-supplied",
             found.country,
             found.region,
@@ -223,14 +273,14 @@ def resolve_intensity(
     return found
 
 
-def _cloud(provider: str, region: str) -> CarbonIntensity:
+def _cloud(provider: str, region: str, names: Mapping[str, str]) -> CarbonIntensity:
     regions = available_cloud_regions()
     prov = provider.strip().lower()
     if prov not in regions:
         raise ValueError(
-            f"Unknown cloud_provider {provider!r}: CodeCarbon ships region intensities for "
-            f"{', '.join(sorted(regions))} only. For other clouds pass country= (and region=) "
-            "of the data centre, or carbon_intensity=<g/kWh>."
+            f"{names['cloud_provider']}={provider!r} is not a cloud provider with data: "
+            f"CodeCarbon ships region intensities for {', '.join(sorted(regions))} only. "
+            "For other clouds give the data centre's country (and region), or carbon_intensity."
         )
     for row in _cloud_rows():
         if row["provider"] == prov and row["region"] == region.strip():
@@ -243,5 +293,6 @@ def _cloud(provider: str, region: str) -> CarbonIntensity:
                 row["region"],
             )
     raise ValueError(
-        f"Unknown cloud_region {region!r} for {prov}: expected one of {', '.join(regions[prov])}."
+        f"{names['cloud_region']}={region!r} is not a {prov} region: expected one of "
+        f"{', '.join(regions[prov])}."
     )

@@ -26,7 +26,7 @@ from typing import Any
 from mlflow_green import distributed, plugin, spool
 from mlflow_green._tracking import unreachable_reason
 from mlflow_green._warnings import warn
-from mlflow_green.config import AutologConfig, parse_bool, resolve
+from mlflow_green.config import AutologConfig, resolve_disable
 from mlflow_green.monitor import Window, get_monitor
 from mlflow_green.report import (
     J_PER_KWH,
@@ -146,7 +146,7 @@ def autolog(
     "RUNNING")``) is measured from the resume; its totals add the earlier sessions'.
     """
     plugin.explicit_call()  # the program's own choice: MLFLOW_GREEN_AUTOLOG no longer applies
-    if resolve("disable", disable, False, lambda v: parse_bool(v, "disable")):
+    if resolve_disable(disable):
         _uninstall()
         return
     _enable(
@@ -544,9 +544,14 @@ def _log_final(
     step = tracked.step_offset + int(report.duration_s)
     summary = final_metrics(report)
     if job is not None:  # the whole job's energy, node by node
-        summary.update(job.metrics())
+        job_metrics = job.metrics()
+        if "green/co2eq_kg" not in job_metrics:  # a node's intensity is unknown: so is the job's
+            summary.pop("green/co2eq_kg", None)
+        summary.update(job_metrics)
         job_tags = {**(job_tags or {}), **job.tags()}
     values = tracked.totals({**summary, **_phase_metrics(tracked, report.pue)}, all_keys=True)
+    if "green/co2eq_kg" not in summary:  # unknown now: earlier sessions' CO2 is not the total
+        values.pop("green/co2eq_kg", None)
     metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
     metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, float("inf"), now_ms)
     all_tags = {**tags(report), **(job_tags or {})}
@@ -586,6 +591,7 @@ def _spool(
             metrics,
             run_tags,
             log_artifacts=state.config.log_artifacts,
+            error=error,
         )
     except Exception as exc:
         state.warn(
@@ -687,7 +693,7 @@ def _flush(state: _State, tracked: _Tracked) -> None:
                 job = coordinator.live(tracked.job_key, report)
                 if job is not None:  # the whole job so far, from the ranks' live reports
                     everything = job.metrics()
-                    cumulative = {k: everything[k] for k in cumulative}
+                    cumulative = {k: everything[k] for k in cumulative if k in everything}
             values = tracked.totals({**cumulative, **_phase_metrics(tracked, report.pue)})
             metrics = [Metric(k, v, ts, step) for k, v in values.items()]
             # The newest point ends at "now", not at a sample: leave it to the next flush.

@@ -105,9 +105,11 @@ def track(
     >>> t.report.energy_kwh, t.report.co2eq_kg
 
     Arguments are those of :func:`mlflow_green.autolog` (location, intensity in
-    gCO2eq/kWh, PUE >= 1, ``scope`` "machine" or "process", sample interval in
-    seconds); unset ones come from ``MLFLOW_GREEN_<NAME>`` variables. Bad values
-    raise ``ValueError`` here, naming the value and what is accepted.
+    gCO2eq/kWh from 0 to 2000, PUE from 1.0 to 3.0, ``scope`` "machine" or
+    "process", sample interval from 0.05 to 3600 seconds; see
+    :mod:`mlflow_green.config`); unset ones come from ``MLFLOW_GREEN_<NAME>``
+    variables. Bad values raise ``ValueError`` here, naming the value, the
+    argument or variable it came from, and what is accepted.
     """
     config = MeasureConfig.build(
         country=country,

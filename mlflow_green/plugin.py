@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -33,13 +32,10 @@ _local = threading.local()
 def _wanted() -> bool:
     """Whether ``MLFLOW_GREEN_AUTOLOG`` asks for tracking; one warning if it is not a boolean."""
     global _bad_value_warned
-    from mlflow_green._env import parse_bool
+    from mlflow_green._env import env_bool
 
-    raw = os.environ.get(_ENV)
-    if raw is None or not raw.strip():
-        return False
     try:
-        return parse_bool(raw, _ENV)
+        return env_bool(_ENV)
     except ValueError as exc:  # "ture": the user meant something; say what we understood
         if not _bad_value_warned:
             _bad_value_warned = True

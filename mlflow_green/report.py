@@ -3,7 +3,9 @@
 Joules inside, kWh at the boundary: joules (``energy_j_by_domain``) and watts
 (the timeline) are what the devices drew, as measured or estimated; every kWh
 figure is what the facility drew for them, PUE applied, so the domains' kWh add
-up to ``energy_kwh``; ``co2eq_kg`` follows from it.
+up to ``energy_kwh``; ``co2eq_kg`` follows from it, unless the carbon intensity is
+unknown (a bad location setting in zero-code mode): then ``co2eq_kg`` is ``None``,
+no ``green/co2eq_kg`` metric is logged, and every rendering says "unknown".
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from mlflow_green.monitor import Measurement
 
 J_PER_KWH = 3.6e6
+#: How an unknown figure is shown in tags, text and plots (JSON has ``null``).
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,10 @@ class EnergyReport:
     scope: str
     """``machine`` (whole machine) or ``process`` (CPU/RAM scaled to this process tree)."""
     pue: float
-    carbon_intensity_g_per_kwh: float
-    """Grid intensity used, gCO2eq per kWh."""
+    carbon_intensity_g_per_kwh: float | None
+    """Grid intensity used, gCO2eq per kWh; ``None`` when unknown (then so are emissions)."""
     intensity_source: str
+    """Where the intensity comes from; for an unknown one, ``"unknown: "`` and why."""
     country: str | None
     region: str | None
     cloud_provider: str | None = None
@@ -108,8 +113,8 @@ class EnergyReport:
         return {d: j * self.pue / J_PER_KWH for d, j in self.energy_j_by_domain.items()}
 
     @property
-    def co2eq_kg(self) -> float:
-        """Emissions in kg CO2-equivalent."""
+    def co2eq_kg(self) -> float | None:
+        """Emissions in kg CO2-equivalent; ``None`` when the carbon intensity is unknown."""
         return co2eq_kg(self.energy_kwh, self.carbon_intensity_g_per_kwh)
 
     @property
@@ -149,31 +154,39 @@ class EnergyReport:
             for d, j in self.energy_j_by_domain.items()
         )
         return (
-            f"{self.name}: {self.energy_kwh:.6g} kWh, {self.co2eq_kg:.6g} kg CO2eq "
+            f"{self.name}: {self.energy_kwh:.6g} kWh, {_g(self.co2eq_kg, '.6g')} kg CO2eq "
             f"in {self.duration_s:.2f} s [{parts}; PUE {self.pue:g}, "
-            f"{self.carbon_intensity_g_per_kwh:g} g/kWh]"
+            f"{_g(self.carbon_intensity_g_per_kwh)} g/kWh]"
         )
+
+
+def _g(value: float | None, spec: str = "g") -> str:
+    """``value`` formatted with ``spec``, or "unknown"."""
+    return UNKNOWN if value is None else format(value, spec)
 
 
 # -- rendering to MLflow names (the public contract in DESIGN.md) ------------------------------
 
 
 def final_metrics(report: EnergyReport) -> dict[str, float]:
-    """The run's summary metrics: ``green/energy_kwh``, ``green/co2eq_kg``, ``green/duration_s``
-    and ``green/energy/<domain>_kwh``."""
-    out = {
-        "green/energy_kwh": report.energy_kwh,
-        "green/co2eq_kg": report.co2eq_kg,
-        "green/duration_s": report.duration_s,
-    }
+    """The run's summary metrics: ``green/energy_kwh``, ``green/co2eq_kg`` (not when the
+    intensity is unknown: no value is better than a made-up one), ``green/duration_s`` and
+    ``green/energy/<domain>_kwh``."""
+    out = cumulative_metrics(report)
+    out["green/duration_s"] = report.duration_s
     for domain, kwh in report.energy_kwh_by_domain.items():
         out[f"green/energy/{domain}_kwh"] = kwh
     return out
 
 
 def cumulative_metrics(report: EnergyReport) -> dict[str, float]:
-    """What a periodic flush logs, so a run that dies keeps what was measured."""
-    return {"green/energy_kwh": report.energy_kwh, "green/co2eq_kg": report.co2eq_kg}
+    """What a periodic flush logs, so a run that dies keeps what was measured:
+    ``green/energy_kwh`` and, when the intensity is known, ``green/co2eq_kg``."""
+    out = {"green/energy_kwh": report.energy_kwh}
+    co2eq = report.co2eq_kg
+    if co2eq is not None:
+        out["green/co2eq_kg"] = co2eq
+    return out
 
 
 def timeline_metrics(
@@ -194,10 +207,13 @@ def timeline_metrics(
 
 
 def tags(report: EnergyReport) -> dict[str, str]:
-    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version."""
+    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version.
+
+    An unknown intensity is tagged ``"unknown"``; its source tag says why.
+    """
     out = {
         "green.country": report.country or "unknown",
-        "green.carbon_intensity_g_per_kwh": f"{report.carbon_intensity_g_per_kwh:g}",
+        "green.carbon_intensity_g_per_kwh": _g(report.carbon_intensity_g_per_kwh),
         "green.carbon_intensity_source": report.intensity_source,
         "green.pue": f"{report.pue:g}",
         "green.scope": report.scope,
@@ -252,8 +268,10 @@ def _plot_power(report: EnergyReport, frame: pd.DataFrame, path: str) -> None:
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("power (W)")
+    co2eq = report.co2eq_kg
     ax.set_title(
-        f"{report.name}: {report.energy_kwh * 1000:.4g} Wh, {report.co2eq_kg * 1000:.4g} g CO2eq"
+        f"{report.name}: {report.energy_kwh * 1000:.4g} Wh, "
+        f"{_g(None if co2eq is None else co2eq * 1000, '.4g')} g CO2eq"
     )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

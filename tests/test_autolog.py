@@ -368,7 +368,7 @@ def test_logged_model_is_found_by_its_energy(tracking):
 
 
 def test_periodic_flush_writes_cumulative_energy_to_a_running_run(tracking):
-    mlflow_green.autolog(country="FRA", flush_interval_s=0.2, sample_interval_s=0.5)
+    mlflow_green.autolog(country="FRA", flush_interval_s=1, sample_interval_s=0.5)
     client = tracking.client
     run_id = client.create_run(tracking.experiment_id).info.run_id
     deadline = time.monotonic() + 20

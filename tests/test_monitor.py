@@ -443,7 +443,7 @@ def test_timeline_memory_is_bounded_and_energy_stays_exact(monkeypatch, fake_pow
 
     monkeypatch.setattr(monitor_module, "MAX_TIMELINE_POINTS", 20)
     fake_powercap.add_package(0, dram=False)
-    with mlflow_green.track(sample_interval_s=0.01) as t:
+    with mlflow_green.track(sample_interval_s=0.05) as t:
         sampler = sampler_threads()[0]
         for _ in range(60):
             fake_powercap.advance("intel-rapl:0", 1.0)

@@ -108,7 +108,8 @@ class NodeEnergy:
     energy_j_by_domain: dict[str, float]
     """Joules per domain at the devices (no PUE)."""
     pue: float
-    carbon_intensity_g_per_kwh: float
+    carbon_intensity_g_per_kwh: float | None
+    """``None`` when the node's intensity is unknown (then so are its emissions)."""
     country: str | None = None
     region: str | None = None
 
@@ -118,8 +119,8 @@ class NodeEnergy:
         return sum(self.energy_j_by_domain.values()) * self.pue / J_PER_KWH
 
     @property
-    def co2eq_kg(self) -> float:
-        """kg CO2eq at this node's grid intensity."""
+    def co2eq_kg(self) -> float | None:
+        """kg CO2eq at this node's grid intensity; ``None`` when that is unknown."""
         return co2eq_kg(self.energy_kwh, self.carbon_intensity_g_per_kwh)
 
 
@@ -141,9 +142,16 @@ class JobEnergy:
         return sum(n.energy_kwh for n in self.nodes.values())
 
     @property
-    def co2eq_kg(self) -> float:
-        """Total kg CO2eq, each node at its own grid intensity."""
-        return sum(n.co2eq_kg for n in self.nodes.values())
+    def co2eq_kg(self) -> float | None:
+        """Total kg CO2eq, each node at its own grid intensity; ``None`` when any node's
+        intensity is unknown (a partial sum would pass for the whole job's)."""
+        total = 0.0
+        for node in self.nodes.values():
+            co2eq = node.co2eq_kg
+            if co2eq is None:
+                return None
+            total += co2eq
+        return total
 
     def energy_kwh_by_domain(self) -> dict[str, float]:
         """kWh per domain over all nodes (PUE applied): they add up to :attr:`energy_kwh`."""
@@ -154,8 +162,12 @@ class JobEnergy:
         }
 
     def metrics(self) -> dict[str, float]:
-        """The run's job-wide metrics: totals, domains and ``green/node/<node_id>_kwh``."""
-        out = {"green/energy_kwh": self.energy_kwh, "green/co2eq_kg": self.co2eq_kg}
+        """The run's job-wide metrics: totals (``green/co2eq_kg`` only when every node's
+        intensity is known), domains and ``green/node/<node_id>_kwh``."""
+        out = {"green/energy_kwh": self.energy_kwh}
+        co2eq = self.co2eq_kg
+        if co2eq is not None:
+            out["green/co2eq_kg"] = co2eq
         out.update({f"green/energy/{d}_kwh": v for d, v in self.energy_kwh_by_domain().items()})
         out.update({f"green/node/{n}_kwh": e.energy_kwh for n, e in self.nodes.items()})
         return out
@@ -231,7 +243,7 @@ def combine(
             ranks=sorted(node_ranks[node]),
             energy_j_by_domain=joules,
             pue=float(first["pue"]),
-            carbon_intensity_g_per_kwh=float(first["g_per_kwh"]),
+            carbon_intensity_g_per_kwh=_float_or_none(first.get("g_per_kwh")),
             country=first.get("country"),
             region=first.get("region"),
         )
@@ -243,3 +255,8 @@ def combine(
         own_run_ranks=own,
         reports=[reports[r] for r in sorted(reports)],
     )
+
+
+def _float_or_none(value: Any) -> float | None:
+    # A rank whose carbon intensity is unknown sends null.
+    return None if value is None else float(value)
