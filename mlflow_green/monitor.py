@@ -49,7 +49,8 @@ class Measurement:
     timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     """``(seconds since start, {domain: average watts since the previous point})``."""
     failures: dict[str, str] = field(default_factory=dict)
-    """Domain -> why its meter stopped during the window (its energy stops there)."""
+    """Domain -> why its meter stopped during the window (its energy stops there), or a
+    fault it measured through (a RAPL counter that stepped back: that interval counts 0 J)."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,18 @@ class Monitor:
                 if not self._windows:
                     self._wake.set()  # let the sampler thread end now, not one interval later
             failures = {self._meters[i].domain: r for i, r in self._failures.items()}
+            for meter in self._meters:
+                # Faults a meter handled and measured through (e.g. a RAPL counter that
+                # stepped back), within this window: the report says so with the failures.
+                try:
+                    notes = meter.notes(window._start.t)
+                except Exception as exc:
+                    _log.debug("mlflow-green: notes of %s: %s", meter.method, exc)
+                    continue
+                if notes:
+                    failures[meter.domain] = "; ".join(
+                        r for r in (failures.get(meter.domain), *notes) if r
+                    )
         start = window._start
         energy = _diff(end.energy_j[window.scope], start.energy_j[window.scope])
         return Measurement(

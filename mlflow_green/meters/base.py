@@ -64,6 +64,16 @@ class Meter(ABC):
         """Human-readable description of the measured hardware (model names)."""
         return ""
 
+    def notes(self, since_s: float = float("-inf")) -> list[str]:
+        """What a report should say about readings at or after ``since_s``, one sentence each.
+
+        ``since_s`` is a ``time.monotonic()`` value (a window's start). A note is a fault
+        the meter handled and kept measuring through, e.g. a counter that stepped back
+        and was not counted as energy; a fault that stops the meter is raised by
+        :meth:`read` instead. Default: nothing to say.
+        """
+        return []
+
     def close(self) -> None:  # noqa: B027 - most meters hold nothing to release
         """Release the hardware interface. Called once; reads stop before it."""
 

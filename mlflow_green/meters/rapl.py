@@ -33,6 +33,22 @@ counter under several zones:
    :meth:`RaplMeter.hardware` and the debug log). Suspects that did not move
    at all keep the verdict of their identical readings. The probe costs one
    short pause, only on machines that show suspects.
+
+A reading lower than the previous one is taken for a wrap only where a wrap is
+physically plausible: the energy it implies (``max_energy_range_uj - previous
++ current``) must not exceed :data:`MAX_PLAUSIBLE_POWER_W` times the time since
+the previous reading (at least :data:`MIN_WRAP_ELAPSED_S`). A counter that steps
+back by a microjoule would otherwise count as a whole range (262 kJ, whatever
+the elapsed time). Such a reading is not counted: the interval since the
+previous reading gets 0 J (the counter itself says no energy was used; anything
+else would be a guess), counting restarts from the new value, the user is warned
+once per zone, and :meth:`RaplMeter.notes` says which zone, when, and how long
+went uncounted, for the report.
+
+Every powercap file is read with :func:`mlflow_green.meters._sysfs.read_attribute`,
+which refuses anything but a regular file without opening it: a FIFO, a device
+or a directory where a counter should be makes the zone unreadable (the CPU
+energy falls back to an estimate, saying why), never a hang.
 """
 
 from __future__ import annotations
@@ -44,10 +60,12 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_green._warnings import warn
 from mlflow_green.meters._cpuinfo import cpu_description
+from mlflow_green.meters._sysfs import NotARegularFile, read_attribute
 from mlflow_green.meters.base import Meter, MeterUnavailable
 
 logger = logging.getLogger(__name__)
@@ -59,8 +77,21 @@ DEFAULT_ROOT = "/sys/class/powercap"
 _ZONE_PREFIX = "intel-rapl"
 _MMIO_PREFIX = "intel-rapl-mmio"
 
-#: Highest power in watts one zone could plausibly draw; sets the poll interval from the wrap range.
+#: Highest power in watts one zone (a package or its DRAM) could plausibly draw: twice the
+#: highest TDP of any CPU package sold today (500 W: AMD EPYC 9965, Intel Xeon 6980P), and
+#: well above any DRAM zone. It sets the poll interval from the wrap range, and bounds the
+#: energy a wrap may imply. The zones' constraint files are not used: they hold power
+#: *limits*, which turbo (PL2, PL4) exceeds and which firmware often leaves at a
+#: placeholder such as 4095.875 W, so they could neither safely lower nor usefully raise it.
 MAX_PLAUSIBLE_POWER_W = 1000.0
+#: Shortest elapsed time, seconds, a wrap is judged over: a wrap of up to 1 kJ is always
+#: accepted. It needs a previous reading within 1 kJ of the top of the range and a new one
+#: within 1 kJ of zero, which a counter stepping back on a real range (65 kJ and up) never
+#: shows; and two reads milliseconds apart carry timestamps too coarse (the counters update
+#: about every millisecond, a read may lag) to judge energies that small.
+MIN_WRAP_ELAPSED_S = 1.0
+#: Step-backs remembered per zone for :meth:`RaplMeter.notes` (older ones are forgotten).
+MAX_NOTED_STEP_BACKS = 100
 #: Bounds of :attr:`RaplMeter.poll_interval_s`, seconds.
 POLL_INTERVAL_BOUNDS_S = (1.0, 60.0)
 #: Pause between the two readings that confirm a mirrored package counter, seconds.
@@ -72,6 +103,19 @@ MIRROR_TOLERANCE_UJ = 1_000_000
 #: The pause of the mirror probe; a module attribute so tests can drive the fake counters
 #: through it instead of sleeping.
 _pause: Callable[[float], None] = time.sleep
+#: The clock readings are timed with (seconds, ``time.monotonic``, the monitor's clock); a
+#: module attribute so tests can let fake time pass between two readings.
+_clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class _StepBack:
+    """A reading lower than the previous one that no plausible wrap explains."""
+
+    t: float  # _clock() at the reading
+    from_uj: int
+    to_uj: int
+    elapsed_s: float  # since the previous reading: the interval counted as 0 J
 
 
 @dataclass
@@ -87,21 +131,58 @@ class _Zone:
     device: str = ""
     max_uj: int = 0
     last_uj: int = 0
+    last_t: float = 0.0  # _clock() at the last reading
     total_uj: int = 0
+    step_backs: deque[_StepBack] = field(default_factory=lambda: deque(maxlen=MAX_NOTED_STEP_BACKS))
+    step_back_count: int = 0  # all of them, including those forgotten
 
     def read_uj(self) -> int:
-        """The raw counter, microjoules; raises OSError or ValueError."""
-        return int((self.path / "energy_uj").read_text())
+        """The raw counter, microjoules; raises OSError or ValueError, never blocks."""
+        return int(read_attribute(self.path / "energy_uj"))
+
+    def start(self) -> None:
+        """Take the first reading: the baseline energies are counted from."""
+        self.last_uj = self.read_uj()
+        self.last_t = _clock()
 
     def sample(self) -> int:
         """Read the counter, add the energy since the last reading to the total; return it (uJ)."""
         now = self.read_uj()
-        # A lower reading means the counter wrapped once at max_energy_range_uj;
-        # the poll interval is chosen so that it cannot wrap twice between reads.
-        delta = now - self.last_uj if now >= self.last_uj else now + self.max_uj - self.last_uj
-        self.last_uj = now
+        t = _clock()
+        elapsed_s = t - self.last_t
+        if now >= self.last_uj:
+            delta = now - self.last_uj
+        else:
+            # A lower reading is one wrap at max_energy_range_uj (the poll interval is
+            # chosen so that it cannot wrap twice between reads) if that much energy could
+            # have been used in the time; else the counter stepped back: count nothing.
+            delta = self.max_uj - self.last_uj + now
+            limit_uj = MAX_PLAUSIBLE_POWER_W * max(elapsed_s, MIN_WRAP_ELAPSED_S) * 1e6
+            if delta > limit_uj:
+                self.step_backs.append(_StepBack(t, self.last_uj, now, elapsed_s))
+                self.step_back_count += 1
+                delta = 0
+        self.last_uj, self.last_t = now, t
         self.total_uj += delta
         return delta
+
+    def step_back_note(self, since_s: float) -> str | None:
+        """One sentence on the step-backs at or after ``since_s`` (a ``_clock()`` value)."""
+        events = [e for e in self.step_backs if e.t >= since_s]
+        if not events:
+            return None
+        uncounted_s = sum(e.elapsed_s for e in events)
+        first = events[0]
+        what = (
+            f"from {first.from_uj} to {first.to_uj} uJ"
+            if len(events) == 1
+            else f"{len(events)} times (first from {first.from_uj} to {first.to_uj} uJ)"
+        )
+        return (
+            f"RAPL counter {self.device or self.zone_id} went back {what}, which no wrap "
+            f"explains at up to {MAX_PLAUSIBLE_POWER_W:g} W: not counted as a wrap, "
+            f"{uncounted_s:.3g} s counted as 0 J"
+        )
 
 
 class RaplMeter(Meter):
@@ -117,6 +198,7 @@ class RaplMeter(Meter):
         self.domain = domain
         self._zones = zones
         self._notes = list(notes)
+        self._warned: set[str] = set()  # devices whose step-back the user has heard of
         # Between two reads a counter may wrap at most once: at the highest plausible
         # power, half the time one wrap takes.
         low, high = POLL_INTERVAL_BOUNDS_S
@@ -131,7 +213,15 @@ class RaplMeter(Meter):
         """Joules used by each zone since the meter was opened; raises OSError on a read fault."""
         for zone in self._zones:
             zone.sample()
+            if zone.step_back_count and zone.device not in self._warned:
+                self._warned.add(zone.device)
+                note = zone.step_back_note(float("-inf"))
+                warn(f"mlflow-green: {note}; counting goes on from the new reading", RuntimeWarning)
         return {z.device: z.total_uj / 1e6 for z in self._zones}
+
+    def notes(self, since_s: float = float("-inf")) -> list[str]:
+        """Counter step-backs at or after ``since_s`` (``time.monotonic()``), one note per zone."""
+        return [n for z in self._zones if (n := z.step_back_note(since_s)) is not None]
 
     def hardware(self) -> str:
         if self.domain == "cpu":
@@ -205,9 +295,10 @@ def _scan(root: Path) -> list[_Zone]:
         entry = pending.popleft()
         try:
             real = entry.resolve(strict=True)
-            name = (real / "name").read_text().strip()
+            name = read_attribute(real / "name").strip()
             children = [entry / c for c in os.listdir(real) if _is_zone_dir_name(c)]
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            logger.debug("RAPL: %s is not a readable zone: %s", entry, exc)
             continue  # not a zone (or vanished): nothing to measure there
         pending.extend(children)
         if real in by_real_path:
@@ -215,7 +306,7 @@ def _scan(root: Path) -> list[_Zone]:
         parent_name = None
         if _is_zone_dir_name(real.parent.name):
             with contextlib.suppress(OSError):
-                parent_name = (real.parent / "name").read_text().strip()
+                parent_name = read_attribute(real.parent / "name").strip()
         by_real_path[real] = _Zone(
             zone_id=real.name,
             path=real,
@@ -234,8 +325,14 @@ def _scan(root: Path) -> list[_Zone]:
 def _open_zone(zone: _Zone, root: Path) -> None:
     """Read the zone's wrap range and first counter value; raise MeterUnavailable saying why."""
     try:
-        zone.max_uj = int((zone.path / "max_energy_range_uj").read_text())
-        zone.last_uj = zone.read_uj()
+        zone.max_uj = int(read_attribute(zone.path / "max_energy_range_uj"))
+        zone.start()
+    except NotARegularFile as exc:
+        raise MeterUnavailable(
+            f"cannot read RAPL zone {zone.seen_as}: {exc.path.name} is {exc.kind}, "
+            "not a regular file as a powercap attribute is",
+            warn=True,
+        ) from None
     except PermissionError:
         energy_file = zone.seen_as / "energy_uj"
         raise MeterUnavailable(

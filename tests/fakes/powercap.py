@@ -18,6 +18,14 @@ as the hardware counters do. Zones that share one hardware counter (an MMIO
 mirror, the dies of a multi-die package) always hold the same value. The fake
 does not model containment: advancing a package does not advance its ``core``.
 
+A counter can also misbehave as real ones have been seen to: step back a few
+microjoules (:meth:`PowercapTree.step_back`), which is no wrap, and a zone file can
+be replaced by something that is not a regular file (:meth:`PowercapTree.break_file`:
+a FIFO, a directory, a device), on which a naive reader blocks or fails.
+Whether a lower reading is a plausible wrap depends on the time between two
+readings: :class:`ManualClock` stands in for the meter's clock
+(``mlflow_green.meters.rapl._clock``) where a test needs that time to be exact.
+
 Tests run as root here, and root reads any file whatever its mode; to see a
 real ``PermissionError`` the reading code must run as another user:
 :func:`run_python_unprivileged` does that (as ``nobody``) when we are root.
@@ -38,6 +46,24 @@ from pathlib import Path
 DEFAULT_MAX_ENERGY_RANGE_UJ = 262143328850
 NOBODY_UID = 65534
 NOBODY_GID = 65534
+#: What :meth:`PowercapTree.break_file` can put in place of a zone file.
+BROKEN_FILE_KINDS = ("fifo", "directory", "device")
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told: ``clock()`` is the time in seconds."""
+
+    def __init__(self, start_s: float = 1000.0) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
+        if seconds < 0:
+            raise ValueError(f"a monotonic clock cannot go back ({seconds} s)")
+        self.now_s += seconds
 
 
 @dataclass(frozen=True)
@@ -175,9 +201,40 @@ class PowercapTree:
                     staged.chmod(target.stat().st_mode & 0o777)
                 os.replace(staged, target)
 
+    def step_back(self, zone_id: str, microjoules: int = 1) -> None:
+        """Move the zone's counter back by ``microjoules``: a glitch, not a wrap."""
+        owner = self._counter_of[zone_id]
+        if not 0 < microjoules <= self._energy_uj[owner]:
+            raise ValueError(f"cannot step back {microjoules} uJ from {self._energy_uj[owner]}")
+        self.set_energy_uj(zone_id, self._energy_uj[owner] - microjoules)
+
     def energy_uj(self, zone_id: str) -> int:
         """The zone's raw counter, microjoules."""
         return self._energy_uj[self._counter_of[zone_id]]
+
+    def max_energy_range_uj(self, zone_id: str) -> int:
+        """Where the zone's counter wraps to zero, microjoules."""
+        return self._max_uj[self._counter_of[zone_id]]
+
+    def break_file(self, zone_id: str, file: str, kind: str) -> Path:
+        """Replace ``file`` of the zone by something that is not a regular file; return its path.
+
+        ``kind`` is one of :data:`BROKEN_FILE_KINDS`: ``"fifo"`` (a named pipe: opening
+        it for reading waits for a writer, for ever), ``"directory"``, or ``"device"``
+        (a symlink to the character device ``/dev/null``, which needs no privilege to
+        make). Do not advance the zone afterwards. See :func:`unblock_fifo`.
+        """
+        path = self._zone_dirs[zone_id] / file
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path, 0o644)
+        elif kind == "directory":
+            _mkdir(path)
+        elif kind == "device":
+            path.symlink_to("/dev/null")
+        else:
+            raise ValueError(f"kind={kind!r}: expected one of {', '.join(BROKEN_FILE_KINDS)}")
+        return path
 
     def zone_dir(self, zone_id: str) -> Path:
         """The real directory of the zone (under ``sys/devices``)."""
@@ -231,6 +288,20 @@ class PowercapTree:
     def _link(self, entry: str, target: Path) -> None:
         # Relative links, as in sysfs: the tree can be reached from anywhere.
         (self.path / entry).symlink_to(os.path.relpath(target, self.path))
+
+
+def unblock_fifo(path: str | os.PathLike[str]) -> bool:
+    """Release a reader stuck opening the FIFO at ``path``: it then reads end of file.
+
+    Opens the FIFO for writing without blocking (which only succeeds while a reader
+    has it open) and closes it at once. Returns whether a reader was there.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader (any more)
+        return False
+    os.close(fd)
+    return True
 
 
 def _mkdir(path: Path) -> None:
