@@ -75,6 +75,7 @@ def budget_set(
     name: str, max_kwh: float | None, max_co2eq_kg: float | None, tracking_uri: str | None
 ) -> None:
     """Set the budget of registered model NAME (a budget not given is left as it is)."""
+    from mlflow_green._budget import budget_tag_value
     from mlflow_green.registry import set_budget
 
     if max_kwh is None and max_co2eq_kg is None:
@@ -86,7 +87,8 @@ def budget_set(
     except Exception as exc:
         _error(exc)
     given = ((max_kwh, "kWh"), (max_co2eq_kg, "kg CO2eq"))
-    parts = [f"{value:g} {unit}" for value, unit in given if value is not None]
+    # As written to the tag: a plain decimal (1e-05 is 0.00001).
+    parts = [f"{budget_tag_value(value)} {unit}" for value, unit in given if value is not None]
     click.echo(f"budget of '{name}': {', '.join(parts)}")
 
 

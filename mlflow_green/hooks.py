@@ -13,6 +13,7 @@ exceptions are untouched.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -67,6 +68,9 @@ class _Tracked:
     # LoggedModels of the run (seen through log_outputs): they get the summary metrics too.
     model_ids: set[str] = field(default_factory=set)
     flush_failed: bool = False
+    # Step of the last successful flush: the final values get a later one, so that a run's
+    # history never holds two totals at one step.
+    flushed_step: int = -1
     phases_j: dict[str, float] = field(default_factory=dict)
     # A resumed run: the additive values its earlier sessions logged, and the first step
     # after them, so that this session's totals are the run's latest values.
@@ -541,7 +545,7 @@ def _log_final(
     now_ms = int(time.time() * 1000)
     if end_time_ms:
         now_ms = min(now_ms, int(end_time_ms))
-    step = tracked.step_offset + int(report.duration_s)
+    step = max(tracked.step_offset + int(report.duration_s), tracked.flushed_step + 1)
     summary = final_metrics(report)
     if job is not None:  # the whole job's energy, node by node
         job_metrics = job.metrics()
@@ -678,39 +682,47 @@ def flush() -> None:
 
 
 def _flush(state: _State, tracked: _Tracked) -> None:
-    from mlflow.entities import Metric, RunTag
-
     with tracked.lock:
         if tracked.window.closed:
             return
         try:
-            report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
-            ts = int((report.start_time_s + report.duration_s) * 1000)
-            step = tracked.step_offset + int(report.duration_s)
-            cumulative = cumulative_metrics(report)
-            coordinator = distributed.current()
-            if coordinator is not None and tracked.job_key is not None:
-                job = coordinator.live(tracked.job_key, report)
-                if job is not None:  # the whole job so far, from the ranks' live reports
-                    everything = job.metrics()
-                    cumulative = {k: everything[k] for k in cumulative if k in everything}
-            values = tracked.totals({**cumulative, **_phase_metrics(tracked, report.pue)})
-            metrics = [Metric(k, v, ts, step) for k, v in values.items()]
-            # The newest point ends at "now", not at a sample: leave it to the next flush.
-            until_s = report.timeline[-2].t_s if len(report.timeline) > 1 else float("-inf")
-            until_s = max(until_s, tracked.timeline_logged_s)
-            metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, until_s)
-            current = tags(report)
-            run_tags = [RunTag(k, v) for k, v in current.items() if tracked.tags_logged.get(k) != v]
+            _, metrics, run_tags, current, until_s, step = _live_values(state, tracked)
             down = _unreachable(tracked.client)
             if down is not None:  # MLflow would retry for minutes, holding this run's lock
                 raise ConnectionError(down)
             _log_batches(tracked.client, tracked.run_id, metrics, run_tags)
             tracked.timeline_logged_s, tracked.tags_logged = until_s, current
+            tracked.flushed_step = step
         except Exception as exc:
             if not tracked.flush_failed:
                 tracked.flush_failed = True
                 state.warn(f"periodic flush to run {tracked.run_id} failed: {exc!r}")
+
+
+def _live_values(state: _State, tracked: _Tracked) -> tuple:
+    """What a flush of a running run logs: (report, metrics, tags to send, all tags, until_s,
+    step). No I/O but the distributed job's live reports."""
+    from mlflow.entities import Metric, RunTag
+
+    report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
+    ts = int((report.start_time_s + report.duration_s) * 1000)
+    step = tracked.step_offset + int(report.duration_s)
+    cumulative = cumulative_metrics(report)
+    coordinator = distributed.current()
+    if coordinator is not None and tracked.job_key is not None:
+        job = coordinator.live(tracked.job_key, report)
+        if job is not None:  # the whole job so far, from the ranks' live reports
+            everything = job.metrics()
+            cumulative = {k: everything[k] for k in cumulative if k in everything}
+    values = tracked.totals({**cumulative, **_phase_metrics(tracked, report.pue)})
+    metrics = [Metric(k, v, ts, step) for k, v in values.items()]
+    # The newest point ends at "now", not at a sample: leave it to the next flush.
+    until_s = report.timeline[-2].t_s if len(report.timeline) > 1 else float("-inf")
+    until_s = max(until_s, tracked.timeline_logged_s)
+    metrics += _timeline_rows(tracked, report, tracked.timeline_logged_s, until_s)
+    current = tags(report)
+    run_tags = [RunTag(k, v) for k, v in current.items() if tracked.tags_logged.get(k) != v]
+    return report, metrics, run_tags, current, until_s, step
 
 
 # -- phases ----------------------------------------------------------------------------------
@@ -736,7 +748,9 @@ def _install_sigterm() -> None:
         return  # signal handlers can only be set from the main thread
     try:
         previous = signal.getsignal(signal.SIGTERM)
-        if getattr(previous, "__mlflow_green_wrapped__", False):
+        if getattr(previous, "__mlflow_green_wrapped__", False) or previous is signal.SIG_IGN:
+            # An ignored SIGTERM never takes the process down, and stays ignored across
+            # exec in its children: a handler of ours would change both.
             return
         signal.signal(signal.SIGTERM, _on_sigterm)
         _PREVIOUS_SIGTERM = previous
@@ -759,33 +773,74 @@ def _uninstall_sigterm() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     """End every measured run KILLED if SIGTERM takes the process down; else leave them be.
 
-    The process goes down when the signal's previous disposition is the default
-    action, or when the previous handler raises or exits. A program that ignores
-    SIGTERM, or whose handler only sets a flag and returns, goes on: its runs
-    stay open (the flusher writes their energy so far) and nothing else changes.
+    With the default action the process goes down: runs end ``KILLED`` with their
+    energy, then the process dies of the signal. A handler of the program's decides
+    for itself: if it exits (``SystemExit``) the runs end ``KILLED`` as it unwinds;
+    if it returns, or raises something the program may catch and go on from, the
+    runs stay open and untouched. Should it end the process without returning
+    (``os._exit``, re-raising the signal), the runs' energy so far waits in the spool.
     """
     previous = _PREVIOUS_SIGTERM
-    if previous is signal.SIG_IGN:
-        _wake_flusher()
-        return
     if callable(previous):
+        provisional = _spool_provisional()
         try:
             previous(signum, frame)
-        except BaseException:  # SystemExit, KeyboardInterrupt, an error: the program stops
+        except SystemExit:
+            _drop(provisional)
             if _STATE is not None:
                 _end_all_killed()
             raise
+        except BaseException:
+            _drop(provisional)
+            raise
+        _drop(provisional)
+        _wake_flusher()
+        return
+    if previous is signal.SIG_IGN:  # set to ignore after autolog(): nothing goes down
         _wake_flusher()
         return
     # Default action (SIG_DFL, or a handler not set from Python): die of the signal, as the
-    # process would have without us.
+    # process would have without us. A second SIGTERM meanwhile kills at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if _STATE is not None:
         _end_all_killed()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
+
+
+def _spool_provisional() -> list:
+    """Spool every open run's energy so far (local files, no network) before a handler of
+    the program's runs: a handler that never returns cannot take it with it."""
+    state, paths = _STATE, []
+    if state is None:
+        return paths
+    with state.lock:
+        runs = list(state.runs.values())
+    for tracked in runs:
+        try:
+            report, metrics, run_tags, *_ = _live_values(state, tracked)
+            paths.append(
+                spool.write(
+                    tracked.client.tracking_uri,
+                    tracked.run_id,
+                    report,
+                    metrics,
+                    run_tags,
+                    log_artifacts=state.config.log_artifacts,
+                    error="SIGTERM: the process ended inside its own signal handler",
+                )
+            )
+        except Exception as exc:
+            _log.debug("%s provisional spool of %s: %r", _WARNING_PREFIX, tracked.run_id, exc)
+    return paths
+
+
+def _drop(paths: list) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _wake_flusher() -> None:

@@ -27,6 +27,7 @@ _armed: tuple | None = None  # (TrackingServiceClient, original create_run, tram
 # Set while this thread is inside the trampoline: a call that comes back into it (through a
 # wrapper that autolog() put around it) goes straight to MLflow, never round again.
 _local = threading.local()
+_install_lock = threading.RLock()
 
 
 def _wanted() -> bool:
@@ -46,29 +47,42 @@ def _wanted() -> bool:
 def explicit_call() -> None:
     """``autolog()`` was called by the program: its choice (even ``disable=True``) stands.
 
-    The environment variable then never switches tracking on (or back on) by itself.
+    The environment variable then never switches tracking on (or back on) by itself,
+    and MLflow's ``create_run`` gets back the function the trampoline replaced.
     """
     global _done
-    _done = True
+    with _install_lock:
+        _done = True
+        _disarm()
 
 
 def install_from_env() -> None:
-    """Call ``autolog()`` once if ``MLFLOW_GREEN_AUTOLOG`` is true; warn (never raise) on error."""
-    global _done
-    if _done or not _wanted():
-        return
-    _done = True
-    _disarm()
-    try:
-        from mlflow_green.hooks import autolog_from_env
+    """Call ``autolog()`` once if ``MLFLOW_GREEN_AUTOLOG`` is true; warn (never raise) on error.
 
-        autolog_from_env()
-    except Exception as exc:  # bad MLFLOW_GREEN_* values must not stop the user's script
-        warn(
-            f"mlflow-green: {_ENV} is set but tracking could not start: {exc}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    Every thread that creates a run meanwhile waits here until the hooks are in: the
+    first runs of a program that starts many threads at once are all measured.
+    """
+    global _done
+    if _done:
+        return
+    with _install_lock:
+        if _done or not _wanted():
+            return
+        try:
+            from mlflow_green.hooks import autolog_from_env
+
+            # The hooks wrap whatever create_run is now (maybe the trampoline, which then
+            # only forwards): nothing is unpatched before they are in.
+            autolog_from_env()
+        except Exception as exc:  # bad MLFLOW_GREEN_* values must not stop the user's script
+            warn(
+                f"mlflow-green: {_ENV} is set but tracking could not start: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        finally:
+            _done = True
+            _disarm()
 
 
 _CLIENT_MODULE = "mlflow.tracking._tracking_service.client"
@@ -126,7 +140,7 @@ def _arm() -> None:
             return original(self, *args, **kwargs)  # reached through a wrapper around us
         _local.inside = True
         try:
-            install_from_env()  # disarms first, then autolog wraps ``original``
+            install_from_env()  # autolog wraps this trampoline, or ``original`` once disarmed
             now = cls.__dict__.get("create_run")
             target = original if now is None or now is create_run else now
             return target(self, *args, **kwargs)
@@ -146,10 +160,27 @@ def _disarm() -> None:
         _armed = None
 
 
+_ABSTRACT_REGISTRY_STORE = "mlflow.store.model_registry.abstract_store"
+
+
+def _keep_copy_refusals() -> None:
+    """Every client with mlflow-green installed sees a gate's refused copy as PERMISSION_DENIED
+    (MLflow's ``copy_model_version`` turns it into INTERNAL_ERROR; see ``_copy_refusal``)."""
+    from mlflow_green import _copy_refusal
+
+    if _ABSTRACT_REGISTRY_STORE in sys.modules:
+        _copy_refusal.install()
+    elif not any(
+        isinstance(f, _AfterImport) and f.name == _ABSTRACT_REGISTRY_STORE for f in sys.meta_path
+    ):  # not imported yet (we are inside ``import mlflow``): right after it is
+        sys.meta_path.insert(0, _AfterImport(_ABSTRACT_REGISTRY_STORE, _copy_refusal.install))
+
+
 class GreenRunContextProvider:
     """Adds no tags; its only job is to switch autolog on from the environment."""
 
     def __init__(self) -> None:
+        _keep_copy_refusals()
         if not _done and _wanted():
             if _CLIENT_MODULE in sys.modules:
                 _arm()

@@ -22,6 +22,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlflow_green import cli_registry
+from mlflow_green._budget import budget_tag_value, parse_budget_tag
+from mlflow_green._lineage import is_within
 from mlflow_green.registry import (
     BUDGET_CO2EQ_TAG,
     BUDGET_KWH_TAG,
@@ -157,6 +159,57 @@ def test_rule_edges() -> None:
         1.0,
         0.1,
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "root", "inside"),
+    [
+        ("mlflow-artifacts:/1/r/artifacts/model", "mlflow-artifacts:/1/r/artifacts", True),
+        ("mlflow-artifacts:/1/r/artifacts", "mlflow-artifacts:/1/r/artifacts/", True),
+        ("MLFLOW-ARTIFACTS:/1/r/artifacts/m", "mlflow-artifacts:/1/r/artifacts", True),
+        ("s3://B/e/r/artifacts/m", "s3://b/e/r/artifacts", True),  # host: any case
+        ("/tmp/m/1/r/artifacts/m", "file:///tmp/m/1/r/artifacts", True),
+        ("file://localhost/tmp/r/artifacts/m", "/tmp/r/artifacts", True),
+        ("mlflow-artifacts:/1/r/artifacts-evil/m", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts:/1/r/artifacts/../q/m", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts:/1/r/artifacts/%2E%2E/q", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts:/1/r/artifacts/%252e%252e/q", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts:/1/r%2Fartifacts/m", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts://evil/1/r/artifacts/m", "mlflow-artifacts:/1/r/artifacts", False),
+        (
+            "http://h/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/m",
+            "mlflow-artifacts:/1/r/artifacts",
+            False,
+        ),
+        ("mlflow-artifacts:/1/r/artifacts/m?x=1", "mlflow-artifacts:/1/r/artifacts", False),
+        ("mlflow-artifacts:/1/r/artifacts/m#x", "mlflow-artifacts:/1/r/artifacts", False),
+        ("s3://b/e//r/artifacts/m", "s3://b/e/r/artifacts", False),
+        ("s3://[b/m", "s3://b", False),
+        ("/anything", "/", False),
+        (None, "s3://b/r/artifacts", False),
+        ("s3://b/r/artifacts/m", None, False),
+    ],
+)
+def test_source_containment_is_segment_by_segment(source: str, root: str, inside: bool) -> None:
+    assert is_within(source, root) is inside
+
+
+def test_budget_tag_syntax_and_round_trip() -> None:
+    for good, number in (
+        ("2.5", 2.5),
+        ("0", 0.0),
+        ("0.00001", 1e-05),
+        ("1e-05", 1e-05),
+        (".5", 0.5),
+    ):
+        assert parse_budget_tag(good) == number
+    for bad in ("1_0", " 1", "1 ", "\u0661", "+1", "-1", "inf", "nan", "0x1", "1e400", "1\n", ""):
+        with pytest.raises(ValueError):
+            parse_budget_tag(bad)
+    for value in (1e-05, 5e-324, 0.1, 1 / 3, 123456789.125, 1e16, 1.7976931348623157e308, -0.0):
+        written = budget_tag_value(value)
+        assert "e" not in written and not written.startswith("-"), written
+        assert parse_budget_tag(written) == value
 
 
 # -- client side (Must-show 1) -------------------------------------------------------------------
@@ -384,10 +437,14 @@ def test_invalid_budget_tag_refused_on_server(
 
 
 def test_prompt_aliases_unaffected(gated: Registry, mlflow_server: str) -> None:
+    """Prompts have no budget, so their aliases pass; one given a budget is gated like a model."""
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     name = _name("prompt")
     prompt = client.register_prompt(name=name, template="Summarise {{text}}")
-    # A budget tag on a prompt (it has no run, so it would fail closed if it were gated).
+    client.set_prompt_alias(name, "production", prompt.version)
+    assert client.get_prompt_version_by_alias(name, "production").version == prompt.version
+    _assert_ok(_alias(mlflow_server, name, "staging", str(prompt.version)))
+    # A budget tag on a prompt: it has no run, so it fails closed like any model with a budget.
     _assert_ok(
         _rest(
             mlflow_server,
@@ -396,9 +453,9 @@ def test_prompt_aliases_unaffected(gated: Registry, mlflow_server: str) -> None:
             {"name": name, "key": BUDGET_KWH_TAG, "value": "0"},
         )
     )
-    client.set_prompt_alias(name, "production", prompt.version)
-    assert client.get_prompt_version_by_alias(name, "production").version == prompt.version
-    _assert_ok(_alias(mlflow_server, name, "staging", str(prompt.version)))
+    with pytest.raises(MlflowException) as info:
+        client.set_prompt_alias(name, "canary", prompt.version)
+    assert info.value.error_code == "PERMISSION_DENIED" and "no source run" in info.value.message
 
 
 def test_non_promoting_calls_unaffected(gated: Registry, mlflow_server: str) -> None:

@@ -1,0 +1,340 @@
+"""Which run's energy counts for a model version: the run that produced its artifacts.
+
+A version's ``run_id`` is a claim its creator made; the gate does not take it on
+trust. The run whose energy counts is found from where the artifacts are:
+
+* source ``models:/<model_id>``, or a version with a ``model_id``: that
+  LoggedModel's ``source_run_id``, read from the tracking store; the run must be in
+  the LoggedModel's experiment, and any other source must lie under the
+  LoggedModel's artifact location. The version's ``run_id`` is ignored;
+* any other source is judged by the version's artifact location (its download
+  URI: for a copy, ``models:/<name>/<version>``, the location of the artifacts it
+  was copied from, recorded by the store at copy time; otherwise the source):
+
+  - ``runs:/<run_id>/<path>``: that run;
+  - under the claimed ``run_id``'s ``artifact_uri``: that run;
+  - under a LoggedModel's artifact location (``.../models/<model_id>/artifacts``,
+    checked against the LoggedModel itself): that LoggedModel's source run.
+
+  "Under" is compared segment by segment, as written: no prefix tricks
+  (``.../artifacts-evil``), no ``.``/``..`` or encoded ``/`` segments, no query or
+  fragment; scheme and host case-insensitively.
+
+Otherwise the energy is unknown and the gate fails closed, saying why. A run
+that is deleted (``lifecycle_stage`` deleted) is no evidence either.
+
+The reads go through a :class:`Reader`: :class:`ClientReader` (an ``MlflowClient``)
+for the client check, the gated store's own reader on the server.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlflow.exceptions import MlflowException
+
+from mlflow_green._budget import GATE_METRICS, take_values
+
+_DELETED = "deleted"  # mlflow.entities.LifecycleStage.DELETED
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the gate reads of a model version (``location``: its download URI)."""
+
+    source: str | None
+    run_id: str | None
+    model_id: str | None
+    location: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the gate reads of a run."""
+
+    run_id: str
+    experiment_id: str
+    artifact_uri: str | None
+    lifecycle_stage: str
+
+
+@dataclass(frozen=True)
+class LoggedModelRecord:
+    """What the gate reads of a LoggedModel."""
+
+    model_id: str
+    experiment_id: str
+    artifact_location: str | None
+    source_run_id: str | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The run whose energy counts and the values taken from it, or why there are none.
+
+    ``metrics`` maps each gate metric logged to the run to the value the gate
+    takes (:func:`mlflow_green._budget.gate_value`); ``None`` with ``why`` when
+    the energy is unknown.
+    """
+
+    run_id: str | None
+    metrics: dict[str, float] | None
+    why: str | None = None
+
+
+class Reader(Protocol):
+    """Reads for :func:`evidence`. Each raises ``MlflowException`` when the entity is absent."""
+
+    def version(self, name: str, version: str) -> VersionRecord: ...
+
+    def run(self, run_id: str) -> RunRecord: ...
+
+    def logged_model(self, model_id: str) -> LoggedModelRecord: ...
+
+    def metrics(self, run_id: str) -> dict[str, float]: ...
+
+
+class _Unknown(Exception):
+    """The energy is unknown; the message says why."""
+
+
+# ---------------------------------------------------------------------------
+# URIs
+# ---------------------------------------------------------------------------
+
+
+def _unquote_fully(text: str) -> str:
+    while (unquoted := urllib.parse.unquote(text)) != text:
+        text = unquoted
+    return text
+
+
+def _uri_parts(uri: str | None) -> tuple[str, str, list[str]] | None:
+    """(scheme, authority, path segments as written) of a location; ``None`` unless plain.
+
+    A plain location has no query or fragment, no backslash or NUL, and no segment
+    that is, once percent-decoded (repeatedly), ``.``, ``..`` or holds a ``/``: each
+    of those could name a place outside the prefix it seems to lie under. A path
+    without scheme is a local file (``file``).
+    """
+    if not isinstance(uri, str) or not uri or "\\" in uri or "\x00" in uri:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(uri, allow_fragments=True)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
+    if parts.query or parts.fragment or "?" in uri or "#" in uri:
+        return None
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    if scheme in ("", "file"):
+        scheme, netloc = "file", "" if netloc == "localhost" else netloc
+    segments = parts.path.split("/")
+    for segment in segments:
+        decoded = _unquote_fully(segment)
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or "\x00" in decoded:
+            return None
+    return scheme, netloc, segments
+
+
+def is_within(source: str | None, root: str | None) -> bool:
+    """Whether location ``source`` lies under the folder ``root`` (or is it).
+
+    Compared as written, segment by segment (``…/artifacts-evil`` is not under
+    ``…/artifacts``), scheme and authority case-insensitively, one trailing ``/``
+    of either ignored. Spellings that differ (an encoded character, a proxy URL
+    for an ``mlflow-artifacts:`` root) do not match: the gate then fails closed.
+    """
+    src, base = _uri_parts(source), _uri_parts(root)
+    if src is None or base is None or src[:2] != base[:2]:
+        return False
+    src_segments, base_segments = src[2], base[2]
+    if src_segments and src_segments[-1] == "":
+        src_segments = src_segments[:-1]
+    if base_segments and base_segments[-1] == "":
+        base_segments = base_segments[:-1]
+    if not any(base_segments):  # a root of "/" or "" would hold everything
+        return False
+    return src_segments[: len(base_segments)] == base_segments
+
+
+def _parse_models_uri(source: str) -> Any:
+    """MLflow's own reading of a ``models:/`` URI (the one its stores use), or ``_Unknown``."""
+    from mlflow.store.artifact.utils.models import _parse_model_uri
+
+    try:
+        return _parse_model_uri(source)
+    except (MlflowException, ValueError):
+        raise _Unknown(f"its source {source} is not a valid models:/ URI") from None
+
+
+def _scheme(source: str | None) -> str:
+    try:
+        return urllib.parse.urlsplit(source).scheme.lower() if isinstance(source, str) else ""
+    except ValueError:
+        return ""
+
+
+def _runs_uri_run(source: str) -> str:
+    """The run of a ``runs:/<run_id>/<path>`` source, whose path must be plain."""
+    parts = _uri_parts(source)
+    segments = parts[2] if parts is not None else []
+    if parts is None or parts[1] or len(segments) < 2 or segments[0] != "" or not segments[1]:
+        raise _Unknown(f"its source {source} is not a plain runs:/<run_id>/<path> URI")
+    run_id = segments[1]
+    if urllib.parse.unquote(run_id) != run_id:
+        raise _Unknown(f"its source {source} is not a plain runs:/<run_id>/<path> URI")
+    return run_id
+
+
+# ---------------------------------------------------------------------------
+# Lineage
+# ---------------------------------------------------------------------------
+
+
+def _read_run(reader: Reader, run_id: str) -> RunRecord:
+    try:
+        return reader.run(run_id)
+    except MlflowException as exc:
+        raise _Unknown(f"its run {run_id} could not be read: {exc.message}") from None
+
+
+def _read_logged_model(reader: Reader, model_id: str) -> LoggedModelRecord:
+    try:
+        return reader.logged_model(model_id)
+    except MlflowException as exc:
+        raise _Unknown(f"its LoggedModel {model_id} could not be read: {exc.message}") from None
+
+
+def _source_run(reader: Reader, model: LoggedModelRecord) -> RunRecord:
+    """The run LoggedModel ``model`` names as its source, if it is one of its experiment."""
+    if not model.source_run_id:
+        raise _Unknown(f"its LoggedModel {model.model_id} has no source run")
+    run = _read_run(reader, model.source_run_id)
+    if str(run.experiment_id) != str(model.experiment_id):
+        # Anyone may create a LoggedModel naming any run; log_model names its own run.
+        raise _Unknown(
+            f"its LoggedModel {model.model_id} (experiment {model.experiment_id}) names run "
+            f"{run.run_id} of experiment {run.experiment_id} as its source"
+        )
+    return run
+
+
+def _model_id_named(source: str) -> str | None:
+    """The LoggedModel a ``models:/<model_id>`` source names (MLflow's reading); else ``None``."""
+    if _scheme(source) != "models":
+        return None
+    return _parse_models_uri(source).model_id
+
+
+def _logged_model_at(reader: Reader, location: str) -> LoggedModelRecord | None:
+    """The LoggedModel whose artifacts (``.../models/<id>/artifacts``) hold ``location``."""
+    parts = _uri_parts(location)
+    segments = parts[2] if parts is not None else []
+    for i in range(len(segments) - 2):
+        if segments[i] != "models" or segments[i + 2] != "artifacts":
+            continue
+        try:
+            model = reader.logged_model(segments[i + 1])
+        except MlflowException:
+            continue
+        if is_within(location, model.artifact_location):
+            return model
+    return None
+
+
+def producing_run(reader: Reader, name: str, version: str) -> RunRecord:
+    """The run that produced the artifacts of version ``version`` of ``name``.
+
+    Raises ``_Unknown`` (why) when no run can be trusted, and MLflow's
+    ``MlflowException`` when the version itself does not exist.
+    """
+    record = reader.version(name, version)  # MLflow's own error when the version is absent
+    source = record.source or ""
+    named_id = _model_id_named(source)
+    if named_id and record.model_id and named_id != record.model_id:
+        raise _Unknown(
+            f"its source {source} and its model_id {record.model_id} name different LoggedModels"
+        )
+    location = record.location or source
+    where = source if location == source else f"{source} (artifacts at {location})"
+    if named_id or record.model_id:
+        model = _read_logged_model(reader, named_id or record.model_id)
+        if not named_id and not is_within(location, model.artifact_location):
+            raise _Unknown(
+                f"its source {where} is not under the artifacts of its LoggedModel "
+                f"{model.model_id} ({model.artifact_location})"
+            )
+        return _source_run(reader, model)
+    if _scheme(location) == "models":
+        raise _Unknown(f"the artifacts of its source {where} cannot be located")
+    if _scheme(location) == "runs":
+        return _read_run(reader, _runs_uri_run(location))
+    run, unread = None, None
+    if record.run_id:
+        try:
+            run = _read_run(reader, record.run_id)
+        except _Unknown as exc:
+            unread = exc
+    if run is not None and is_within(location, run.artifact_uri):
+        return run
+    model = _logged_model_at(reader, location)
+    if model is not None:
+        return _source_run(reader, model)
+    if unread is not None:
+        raise unread
+    if run is None:
+        raise _Unknown("it has no source run")
+    raise _Unknown(
+        f"its source {where or '(none)'} is not under the artifacts of its run "
+        f"{record.run_id} ({run.artifact_uri})"
+    )
+
+
+def evidence(reader: Reader, name: str, version: str) -> Evidence:
+    """The run whose energy counts for the version, and its values; or why there are none."""
+    try:
+        run = producing_run(reader, name, str(version))
+    except _Unknown as exc:
+        return Evidence(None, None, str(exc))
+    if run.lifecycle_stage == _DELETED:
+        return Evidence(run.run_id, None, f"its run {run.run_id} was deleted")
+    return Evidence(run.run_id, reader.metrics(run.run_id))
+
+
+# ---------------------------------------------------------------------------
+# The client's reader
+# ---------------------------------------------------------------------------
+
+
+class ClientReader:
+    """:class:`Reader` over an ``MlflowClient`` (the client check; any tracking/registry URI)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def version(self, name: str, version: str) -> VersionRecord:
+        mv = self.client.get_model_version(name, version)
+        location = self.client.get_model_version_download_uri(name, mv.version)
+        return VersionRecord(mv.source, mv.run_id or None, mv.model_id or None, location)
+
+    def run(self, run_id: str) -> RunRecord:
+        info = self.client.get_run(run_id).info
+        return RunRecord(
+            info.run_id, str(info.experiment_id), info.artifact_uri, info.lifecycle_stage
+        )
+
+    def logged_model(self, model_id: str) -> LoggedModelRecord:
+        model = self.client.get_logged_model(model_id)
+        return LoggedModelRecord(
+            model.model_id, str(model.experiment_id), model.artifact_location, model.source_run_id
+        )
+
+    def metrics(self, run_id: str) -> dict[str, float]:
+        out = {}
+        for key in GATE_METRICS:
+            value = take_values([m.value for m in self.client.get_metric_history(run_id, key)])
+            if value is not None:
+                out[key] = value
+        return out
