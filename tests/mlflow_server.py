@@ -259,6 +259,7 @@ class Forwarder:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._hanging = False
 
     def start(self) -> Forwarder:
         listener = socket.socket()
@@ -275,6 +276,10 @@ class Forwarder:
                 client, _ = listener.accept()
             except OSError:
                 return  # stopped
+            if self._hanging:  # a server that accepts and never answers
+                with self._lock:
+                    self._conns.append(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
@@ -296,6 +301,17 @@ class Forwarder:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+    def hang(self) -> None:
+        """From now on accept connections and never answer (a hung or black-holed server);
+        open connections are cut."""
+        self._hanging = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
     def stop(self) -> None:
         if self._listener is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -60,6 +61,21 @@ elif order == "disabled-then-enabled":
 else:  # the environment alone
     import mlflow
 client = mlflow.MlflowClient()
+if order == "threads":  # many threads create the program's first runs at the same moment
+    import threading
+    barrier, ids = threading.Barrier(6), []
+    def create():
+        barrier.wait()
+        run = mlflow.MlflowClient().create_run(os.environ["MLFLOW_EXPERIMENT_ID"])
+        ids.append(run.info.run_id)
+        mlflow.MlflowClient().set_terminated(run.info.run_id)
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(*ids, flush=True)
+    sys.exit(0)
 exp = os.environ["MLFLOW_EXPERIMENT_ID"]
 with mlflow.start_run() as fluent_run:
     sum(i * i for i in range(200_000))
@@ -69,22 +85,40 @@ print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
 """
 
 _GRACEFUL_SCRIPT = """
-import signal, sys, time
+import os, signal, sys, time
 mode = sys.argv[1]
 stop = False
+class Preempted(Exception):
+    pass
 if mode == "ignore":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-else:
+elif mode == "flag":
     def handler(signum, frame):
         global stop
         stop = True          # a graceful program: finish the current step, then stop
     signal.signal(signal.SIGTERM, handler)
+elif mode == "caught":
+    def handler(signum, frame):
+        raise Preempted()    # the training loop catches it and checkpoints
+    signal.signal(signal.SIGTERM, handler)
+else:  # "rekill": clean up, then die of the signal as if there were no handler
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signal.SIGTERM, handler)
 import mlflow, mlflow_green
 mlflow_green.autolog(country="FRA", log_artifacts=False)
+print("ignored" if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN else "handled", flush=True)
 run = mlflow.start_run()
 print(run.info.run_id, flush=True)
 if mode == "ignore":
     signal.raise_signal(signal.SIGTERM)
+elif mode == "caught":
+    try:
+        while True:
+            time.sleep(0.01)
+    except Preempted:
+        pass
 else:
     while not stop:          # the program's own loop, polling its own flag
         time.sleep(0.01)
@@ -144,27 +178,46 @@ class _Script:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def read_line(self, timeout_s: float = 120) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        line = self.proc.stdout.readline() if ready else ""
+        try:  # a queue filled by a reader thread: no line is ever stuck in a buffer
+            line = self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            line = None
         if not line:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=30)
-            pytest.fail(f"the script printed nothing (rc {self.proc.returncode}):\n{err[-3000:]}")
+            err = self.proc.stderr.read()
+            pytest.fail(f"the script printed nothing (rc {self.proc.wait()}):\n{err[-3000:]}")
         return line.strip()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
 
     def tell(self, line: str = "go") -> None:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
     def finish(self, timeout_s: float = 120) -> tuple[str, str]:
+        """Wait for the end; (the lines not read yet, stderr)."""
         try:
-            return self.proc.communicate(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=30)
-            pytest.fail(f"the script did not end within {timeout_s:.0f} s:\n{err[-3000:]}")
+            self.proc.wait()
+            pytest.fail(f"the script did not end within {timeout_s:.0f} s:\n{self._err()}")
+        self._reader.join(timeout=30)
+        out = []
+        while (line := self._lines.get()) is not None:
+            out.append(line)
+        return "".join(out), self._err()
+
+    def _err(self) -> str:
+        return self.proc.stderr.read()[-3000:] if self.proc.stderr else ""
 
     def spooled(self) -> list[dict]:
         folder = self.folder / "spool"
@@ -174,7 +227,7 @@ class _Script:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
 
 
 class _Sqlite:
@@ -200,6 +253,7 @@ ORDERS = [
     "disabled",
     "disabled-then-enabled",
     "env-only",
+    "threads",
 ]
 
 
@@ -226,7 +280,7 @@ def order_jobs(tmp_path_factory) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def graceful_jobs(tmp_path_factory) -> Iterator[dict]:
     jobs = {}
-    for mode in ("ignore", "flag"):
+    for mode in ("ignore", "flag", "caught", "rekill"):
         folder = tmp_path_factory.mktemp(f"graceful-{mode}")
         store = _Sqlite(folder)
         jobs[mode] = (_Script(folder, _GRACEFUL_SCRIPT, (mode,), store.env()), store)
@@ -240,11 +294,12 @@ def down_jobs(tmp_path_factory, mlflow_server) -> Iterator[dict]:
     """Scripts whose tracking server (a forwarder to the real one) the test cuts off."""
     port = urllib.parse.urlparse(mlflow_server).port
     jobs = {}
-    for mode in ("end", "exit", "sigterm"):
-        folder = tmp_path_factory.mktemp(f"down-{mode}")
+    for key in ("end", "exit", "sigterm", "exit-hung", "sigterm-hung"):
+        mode = key.split("-")[0]
+        folder = tmp_path_factory.mktemp(f"down-{key}")
         proxy = Forwarder(port).start()
         env = {"MLFLOW_TRACKING_URI": proxy.url}
-        jobs[mode] = (_Script(folder, _DOWN_SCRIPT, (mode,), env), proxy)
+        jobs[key] = (_Script(folder, _DOWN_SCRIPT, (mode,), env), proxy)
     yield jobs
     for job, proxy in jobs.values():
         job.kill()
@@ -276,7 +331,8 @@ def test_zero_code_mode_and_autolog_in_any_order(order_jobs, order):
             continue
         assert metrics["green/energy_kwh"] > 0
         # Explicit arguments are kept (FRA); the environment alone has no location.
-        assert tags["green.country"] == ("unknown" if order == "env-only" else "FRA")
+        env_alone = order in ("env-only", "threads")
+        assert tags["green.country"] == ("unknown" if env_alone else "FRA")
 
 
 def test_zero_code_value_that_is_not_a_boolean_warns_once(order_jobs):
@@ -309,11 +365,13 @@ def test_zero_code_with_a_bad_country_measures_energy_and_leaves_co2_unknown(ord
 # -- item 9: a program that survives SIGTERM keeps its run -----------------------------------
 
 
-@pytest.mark.parametrize("mode", ["ignore", "flag"])
+@pytest.mark.parametrize("mode", ["ignore", "flag", "caught"])
 def test_sigterm_that_the_program_survives_leaves_its_run_alone(graceful_jobs, mode):
     job, store = graceful_jobs[mode]
+    # An ignored SIGTERM stays ignored (and so in the program's children, across exec).
+    assert job.read_line() == ("ignored" if mode == "ignore" else "handled")
     run_id = job.read_line()
-    if mode == "flag":
+    if mode != "ignore":
         job.proc.send_signal(signal.SIGTERM)
     out, err = job.finish()
     assert job.proc.returncode == 0, err[-3000:]
@@ -325,6 +383,19 @@ def test_sigterm_that_the_program_survives_leaves_its_run_alone(graceful_jobs, m
     assert run.info.status == "FINISHED"
     assert run.data.metrics["after_sigterm"] == 1.0
     assert run.data.metrics["green/energy_kwh"] > 0
+
+
+def test_handler_that_ends_the_process_itself_leaves_the_energy_in_the_spool(graceful_jobs):
+    job, store = graceful_jobs["rekill"]
+    assert job.read_line() == "handled"
+    run_id = job.read_line()
+    job.proc.send_signal(signal.SIGTERM)
+    _, err = job.finish()
+    assert job.proc.returncode == -signal.SIGTERM, err[-3000:]  # as without the plugin
+    (payload,) = job.spooled()  # written before the handler ran: it never returned
+    assert payload["run_id"] == run_id
+    assert payload["report"]["energy_kwh"] > 0
+    assert store.client.get_run(run_id).info.status == "RUNNING"  # as without the plugin
 
 
 # -- items 10 and 11: the tracking server is gone ---------------------------------------------
@@ -353,10 +424,18 @@ def test_server_down_at_run_end_spools_within_seconds_and_counts_no_wait(down_jo
     assert 0 < payload["report"]["duration_s"] <= wall_s + 2.0
 
 
-def test_exit_with_an_open_run_and_the_server_gone_is_prompt(down_jobs):
-    job, proxy = down_jobs["exit"]
+def _cut(proxy: Forwarder, how: str) -> None:
+    if how == "hung":
+        proxy.hang()  # accepts connections, never answers: a TCP connect alone says "up"
+    else:
+        proxy.stop()  # connection refused
+
+
+@pytest.mark.parametrize("how", ["refused", "hung"])
+def test_exit_with_an_open_run_and_the_server_gone_is_prompt(down_jobs, how):
+    job, proxy = down_jobs["exit" if how == "refused" else "exit-hung"]
     (run_id,) = job.read_line().split()
-    proxy.stop()
+    _cut(proxy, how)
     job.tell()
     _, err = job.finish(timeout_s=DEADLINE_S)
     assert job.proc.returncode == 0, err[-3000:]
@@ -364,10 +443,11 @@ def test_exit_with_an_open_run_and_the_server_gone_is_prompt(down_jobs):
     assert "mlflow-green sync" in err  # one warning saying where the report went
 
 
-def test_sigterm_with_the_server_gone_is_obeyed_promptly(down_jobs):
-    job, proxy = down_jobs["sigterm"]
+@pytest.mark.parametrize("how", ["refused", "hung"])
+def test_sigterm_with_the_server_gone_is_obeyed_promptly(down_jobs, how):
+    job, proxy = down_jobs["sigterm" if how == "refused" else "sigterm-hung"]
     run_ids = job.read_line().split()
-    proxy.stop()
+    _cut(proxy, how)
     job.tell()
     assert job.read_line() == "waiting"
     job.proc.send_signal(signal.SIGTERM)
