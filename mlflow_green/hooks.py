@@ -861,11 +861,7 @@ def _end_all_killed() -> None:
         # A server that does not answer gets nothing (MLflow would retry for minutes while
         # the process is asked to stop): its runs' reports go to the spool, and we go.
         down: dict[str, str | None] = {}
-        with state.lock:
-            runs = list(state.runs.values())
-        for tracked in runs:
-            if _unreachable(tracked.client, down) is not None:
-                _on_end(tracked.client, tracked.run_id)
+        _spool_runs_of_silent_servers(state, down)
         import mlflow
 
         if _unreachable(mlflow.get_tracking_uri(), down) is None:
@@ -898,14 +894,22 @@ def _flush_at_exit() -> None:
     state = _STATE
     if state is None:
         return
-    down: dict[str, str | None] = {}
+    for tracked in _spool_runs_of_silent_servers(state, {}):
+        _flush(state, tracked)
+
+
+def _spool_runs_of_silent_servers(state: _State, down: dict[str, str | None]) -> list[_Tracked]:
+    """End the measurement of every run whose server does not answer, spooling its report;
+    return the other runs. ``down`` caches the probe's answers by URI."""
     with state.lock:
         runs = list(state.runs.values())
+    answering = []
     for tracked in runs:
         if _unreachable(tracked.client, down) is not None:
             _on_end(tracked.client, tracked.run_id)
         else:
-            _flush(state, tracked)
+            answering.append(tracked)
+    return answering
 
 
 def _end_runs_waiting_for_ranks(errors: list) -> None:

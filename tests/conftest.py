@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
 import time
@@ -123,3 +124,12 @@ def fake_powercap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv(ROOT_ENV, str(tree.path))
     yield tree
     reset_and_wait()
+
+
+@pytest.fixture
+def no_green_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ``MLFLOW_GREEN_*`` setting of the outer environment leaks into the test."""
+    for name in list(os.environ):
+        if name.startswith("MLFLOW_GREEN_"):
+            monkeypatch.delenv(name)
+    yield

@@ -306,12 +306,7 @@ class Forwarder:
         """From now on accept connections and never answer (a hung or black-holed server);
         open connections are cut."""
         self._hanging = True
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        self._cut_connections()
 
     def stop(self) -> None:
         if self._listener is not None:
@@ -319,6 +314,9 @@ class Forwarder:
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+        self._cut_connections()
+
+    def _cut_connections(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:

@@ -7,8 +7,7 @@ are ``int``/``float`` or plain ASCII decimals; booleans are ``bool`` or the word
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,14 +16,7 @@ import mlflow_green
 from mlflow_green import config
 from mlflow_green._env import parse_bool
 
-
-@pytest.fixture(autouse=True)
-def no_green_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ``MLFLOW_GREEN_*`` setting of the outer environment leaks into these tests."""
-    for name in list(os.environ):
-        if name.startswith("MLFLOW_GREEN_"):
-            monkeypatch.delenv(name)
-    yield
+pytestmark = pytest.mark.usefixtures("no_green_environment")
 
 
 def autolog_config(**kwargs: Any) -> Any:

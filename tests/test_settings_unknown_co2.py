@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from mlflow.entities import Metric, RunTag
 import mlflow_green
 from mlflow_green import spool
 from mlflow_green.carbon import CarbonIntensity
-from mlflow_green.config import MeasureConfig
+from mlflow_green.config import AutologConfig, MeasureConfig
 from mlflow_green.distributed.combine import combine, contribution
 from mlflow_green.measure import Tracker
 from mlflow_green.registry import BUDGET_CO2EQ_TAG, BUDGET_KWH_TAG, evaluate
@@ -40,20 +38,10 @@ from tests.mlflow_server import sqlite_db_copy
 
 WHY = "MLFLOW_GREEN_COUNTRY='FRQ' is not a known country code"
 
-
-@pytest.fixture(autouse=True)
-def no_green_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ``MLFLOW_GREEN_*`` setting of the outer environment leaks into these tests."""
-    for name in list(os.environ):
-        if name.startswith("MLFLOW_GREEN_"):
-            monkeypatch.delenv(name)
-    yield
+pytestmark = pytest.mark.usefixtures("no_green_environment")
 
 
-def autolog_config(**kwargs: Any) -> Any:
-    from mlflow_green.config import AutologConfig
-
-    return AutologConfig.build(**kwargs)
+autolog_config = AutologConfig.build
 
 
 # Bad location settings (variable -> value), and the variable the reason must name.
