@@ -12,9 +12,11 @@ trust. The run whose energy counts is found from where the artifacts are:
   was copied from, recorded by the store at copy time; otherwise the source):
 
   - ``runs:/<run_id>/<path>``: that run;
-  - under the claimed ``run_id``'s ``artifact_uri``: that run;
-  - under a LoggedModel's artifact location (``.../models/<model_id>/artifacts``,
-    checked against the LoggedModel itself): that LoggedModel's source run.
+  - under the claimed ``run_id``'s ``artifact_uri``, a run's artifact folder
+    (``.../<run_id>/artifacts``) or a LoggedModel's (``.../models/<model_id>/artifacts``,
+    each checked against the entity itself): the innermost of them, since artifact
+    folders can nest (an experiment's location may lie inside a run's artifacts);
+    for a LoggedModel, its source run.
 
   "Under" is compared segment by segment, as written: no prefix tricks
   (``.../artifacts-evil``), no ``.``/``..`` or encoded ``/`` segments, no query or
@@ -228,20 +230,57 @@ def _model_id_named(source: str) -> str | None:
     return _parse_models_uri(source).model_id
 
 
-def _logged_model_at(reader: Reader, location: str) -> LoggedModelRecord | None:
-    """The LoggedModel whose artifacts (``.../models/<id>/artifacts``) hold ``location``."""
+def _depth(root: str | None) -> int:
+    parts = _uri_parts(root)
+    segments = parts[2] if parts is not None else []
+    return len(segments) - (1 if segments and segments[-1] == "" else 0)
+
+
+def _absent(read: Any, key: str) -> Any:
+    """``read(key)``, or ``None`` when no such entity exists; any other failure is ``_Unknown``
+    (an owner that cannot be read might be the one that counts: fail closed)."""
+    try:
+        return read(key)
+    except MlflowException as exc:
+        # No such entity, or a name that cannot be an id: not an owner.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        why = f"the owner {key} of its artifacts could not be read: {exc.message}"
+        raise _Unknown(why) from None
+
+
+def _innermost_producer(reader: Reader, location: str, claimed: RunRecord | None) -> Any:
+    """The run whose artifacts hold ``location`` most closely, or ``None``.
+
+    Artifact folders nest: an experiment's artifact location may be set inside
+    another run's (or LoggedModel's) artifacts, so a location can lie under
+    several owners at once. The innermost one produced what is there; an outer,
+    cheaper one must not answer for it. Candidates: the claimed run, every
+    ``.../<run_id>/artifacts`` and every ``.../models/<model_id>/artifacts`` on
+    the path (each checked against the entity itself).
+    """
+    best: tuple[int, Any] | None = None
+
+    def consider(root: str | None, producer: Any) -> None:
+        nonlocal best
+        if is_within(location, root) and (best is None or _depth(root) > best[0]):
+            best = (_depth(root), producer)
+
+    if claimed is not None:
+        consider(claimed.artifact_uri, lambda: claimed)
     parts = _uri_parts(location)
     segments = parts[2] if parts is not None else []
-    for i in range(len(segments) - 2):
-        if segments[i] != "models" or segments[i + 2] != "artifacts":
+    for i in range(len(segments) - 1):
+        if segments[i + 1] != "artifacts" or not segments[i]:
             continue
-        try:
-            model = reader.logged_model(segments[i + 1])
-        except MlflowException:
-            continue
-        if is_within(location, model.artifact_location):
-            return model
-    return None
+        run = _absent(reader.run, segments[i])
+        if run is not None:
+            consider(run.artifact_uri, lambda run=run: run)
+        if i >= 1 and segments[i - 1] == "models":
+            model = _absent(reader.logged_model, segments[i])
+            if model is not None:
+                consider(model.artifact_location, lambda model=model: _source_run(reader, model))
+    return best[1]() if best is not None else None
 
 
 def producing_run(reader: Reader, name: str, version: str) -> RunRecord:
@@ -270,18 +309,22 @@ def producing_run(reader: Reader, name: str, version: str) -> RunRecord:
     if _scheme(location) == "models":
         raise _Unknown(f"the artifacts of its source {where} cannot be located")
     if _scheme(location) == "runs":
-        return _read_run(reader, _runs_uri_run(location))
+        run = _read_run(reader, _runs_uri_run(location))
+        if not run.artifact_uri:
+            return run
+        # The path inside the run may lead into artifacts another run nested there.
+        path = "/".join(_uri_parts(location)[2][2:])  # type: ignore[index]
+        inner = f"{run.artifact_uri.rstrip('/')}/{path}" if path else run.artifact_uri
+        return _innermost_producer(reader, inner, run) or run
     run, unread = None, None
     if record.run_id:
         try:
             run = _read_run(reader, record.run_id)
         except _Unknown as exc:
             unread = exc
-    if run is not None and is_within(location, run.artifact_uri):
-        return run
-    model = _logged_model_at(reader, location)
-    if model is not None:
-        return _source_run(reader, model)
+    producer = _innermost_producer(reader, location, run)
+    if producer is not None:
+        return producer
     if unread is not None:
         raise unread
     if run is None:

@@ -396,12 +396,18 @@ class GreenRegistryStore:
         or ``latest`` is resolved to the version it names now. A source MLflow
         cannot read is left to the inner store, which refuses it.
         """
+        import urllib.parse
+
         from mlflow.store.artifact.utils.models import (
             _parse_model_uri,
             get_model_name_and_version,
         )
 
-        if not isinstance(source, str) or not source.lower().startswith("models:"):
+        try:  # the inner store's own test (urlparse strips leading blanks and controls)
+            is_models = isinstance(source, str) and urllib.parse.urlparse(source).scheme == "models"
+        except ValueError:
+            is_models = False
+        if not is_models:
             return None
         try:
             parsed = _parse_model_uri(source)

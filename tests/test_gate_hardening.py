@@ -244,6 +244,42 @@ def test_2_energy_is_that_of_the_run_that_produced_the_artifacts(
     assert check.passed and check.run_id == run.info.run_id and check.energy_kwh == 0.2
 
 
+def test_2_nested_artifact_folders_answer_for_the_innermost_run(attacker: Attacker) -> None:
+    """An experiment whose artifact location lies inside a cheap run's (or LoggedModel's)
+    artifacts: what its runs produce is theirs, not the cheap owner's."""
+    client = attacker.client
+    name = attacker.model(max_kwh=1.0)
+    small = attacker.run(0.05, experiment_id=attacker.s3_experiment_id)
+    small_root = client.get_run(small).info.artifact_uri
+    small_model = client.create_logged_model(attacker.s3_experiment_id, source_run_id=small)
+
+    # Inside the cheap LoggedModel's artifacts: a 500 kWh run and its LoggedModel.
+    inside_model = client.create_experiment(
+        _name("nested"), artifact_location=f"{small_model.artifact_location}/x"
+    )
+    big = attacker.run(500.0, experiment_id=inside_model)
+    big_model = client.create_logged_model(inside_model, source_run_id=big)
+    assert big_model.artifact_location.startswith(small_model.artifact_location + "/")
+    version = attacker.create_version(
+        name, source=big_model.artifact_location, model_id=big_model.model_id
+    )
+    denied(attacker.alias(name, version), "500 kWh")
+    client_refuses(attacker, name, version, "500 kWh")
+
+    # Inside the cheap run's artifacts, claiming the cheap run: by path and as runs:/.
+    inside_run = client.create_experiment(_name("nested"), artifact_location=f"{small_root}/nest")
+    big = attacker.run(500.0, experiment_id=inside_run)
+    big_root = client.get_run(big).info.artifact_uri
+    relative = big_root[len(small_root) + 1 :]
+    for source in (f"{big_root}/model", f"runs:/{small}/{relative}/model"):
+        version = attacker.create_version(name, source=source, run_id=small)
+        denied(attacker.alias(name, version), "500 kWh")
+        client_refuses(attacker, name, version, "500 kWh")
+
+    # The cheap run's own artifacts beside them still count as its own.
+    ok(attacker.alias(name, attacker.create_version(name, source=f"{small_root}/m", run_id=small)))
+
+
 # -- 3: values that are not measurements ----------------------------------------------------------
 
 
