@@ -295,26 +295,60 @@ def test_discard_by_run_id_removes_every_session_of_that_run_and_nothing_on_a_ty
     assert spool.pending() == [kept]
 
 
+class _HalfDead(http.server.BaseHTTPRequestHandler):
+    """A server that answers its health check and drops every API request unanswered."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/health"):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+        else:
+            self.close_connection = True  # no answer at all: the connection is cut
+
+    def do_POST(self) -> None:
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 def test_a_server_that_fails_one_report_is_not_tried_for_the_others(store, report, monkeypatch):
-    """Item 10: the port answers (a proxy in front of a dead server), requests fail: one try."""
+    """Item 10: the server passes the probe, its requests fail: one try, not one per report."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     uri, _, live = store
-    front = Forwarder(free_port()).start()  # accepts, then drops: nothing behind it
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HalfDead)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    front_url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         stuck = [f"{i}" * 32 for i in range(1, 4)]
         for run_id in stuck:
-            spool.write(front.url, run_id, report, *_payload(report))
+            spool.write(front_url, run_id, report, *_payload(report))
         spool.write(uri, live, report, *_payload(report), log_artifacts=False)
         results = {r.run_id: r for r in spool.sync()}
     finally:
-        front.stop()
+        server.shutdown()
+        server.server_close()
     assert results[live].ok  # another server is not held up
     errors = [results[r].error for r in stuck]
     assert not any(results[r].ok for r in stuck)
     tried = [e for e in errors if not e.startswith("not tried")]
     assert len(tried) == 1 and "API request" in tried[0], errors
-    assert all(front.url in e for e in errors)
+    assert all(front_url in e for e in errors)
     assert len(spool.pending()) == 3
+
+
+def test_a_server_that_accepts_and_never_answers_is_unreachable_at_once(store, report):
+    """The probe is an HTTP request with a deadline, not a TCP connect that any socket passes."""
+    front = Forwarder(free_port()).start()
+    front.hang()
+    try:
+        spool.write(front.url, "1" * 32, report, *_payload(report))
+        (result,) = spool.sync()
+    finally:
+        front.stop()
+    assert not result.ok and "unreachable" in result.error and "no answer" in result.error
 
 
 class _NotMlflow(http.server.BaseHTTPRequestHandler):
