@@ -35,7 +35,8 @@ def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
     try:
         with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout_s):
             return None
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        exc.close()
         return None  # it answered
     except urllib.error.URLError as exc:
         return f"cannot connect to {parsed.hostname}:{port} ({exc.reason})"
