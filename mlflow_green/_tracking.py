@@ -7,38 +7,62 @@ exit and SIGTERM should instead know at once, naming the server.
 
 from __future__ import annotations
 
+import os
+
 
 def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
     """Why an HTTP(S) tracking server at ``uri`` does not answer, or None if it does.
 
-    One ``GET <uri>/health`` with no retries: a connect and an answer each within
-    ``timeout_s``. Any HTTP answer counts (401, 404 from a reverse proxy...): the
-    question is whether the server talks, not what it says. The environment's
-    proxies apply, as they do to MLflow's own requests; the certificate is not
-    checked (nothing is sent, and MLflow reports a TLS problem itself).
-    Non-HTTP URIs (local stores) are not probed (None).
+    One ``GET <uri>/health`` with no retries and no redirects: a connect and an
+    answer each within ``timeout_s``. Any answer counts (401, a redirect to a
+    login page, 404 from a reverse proxy, a TLS alert asking for a client
+    certificate): the question is whether the server talks, not what it says.
+    The request goes out as MLflow's do: through ``requests``, so the same
+    proxies (``NO_PROXY`` ranges too), credentials in the URI and TLS settings
+    (``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
+    ``MLFLOW_TRACKING_CLIENT_CERT_PATH``) apply. Non-HTTP URIs (local stores)
+    are not probed (None).
     """
-    import http.client
-    import ssl
-    import urllib.error
     import urllib.parse
-    import urllib.request
+
+    import requests
 
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    url = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}/health"
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
     try:
-        with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout_s):
-            return None
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return None  # it answered
-    except urllib.error.URLError as exc:
-        return f"cannot connect to {parsed.hostname}:{port} ({exc.reason})"
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, garbage
-        return f"no answer from {parsed.hostname}:{port} within {timeout_s:g} s ({exc!r})"
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number: MLflow will say so itself
+        return None
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true"
+    verify = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    cert = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None
+    url = f"{uri.rstrip('/')}/health"
+    try:
+        answer = requests.get(
+            url, timeout=timeout_s, allow_redirects=False, verify=verify, cert=cert
+        )
+        answer.close()
+    except requests.exceptions.SSLError:
+        return None  # it answered, at the TLS level: MLflow reports TLS problems itself
+    except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
+        return f"no answer from {parsed.hostname}:{port} within {timeout_s:g} s"
+    except requests.exceptions.ConnectionError as exc:
+        return f"cannot connect to {parsed.hostname}:{port} ({_root_cause(exc)})"
+    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+        return f"no answer from {parsed.hostname}:{port} ({exc!r})"
+    return None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests error ("[Errno 111] Connection refused")."""
+    seen: set[int] = set()
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        if id(exc) in seen:
+            break
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    # urllib3 wraps the OS error: "<...NewConnectionError...>: Failed to establish a new
+    # connection: [Errno 111] Connection refused"; keep the last clause.
+    return text.rsplit(": ", 1)[-1] if "[Errno" in text else text

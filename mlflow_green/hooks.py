@@ -46,8 +46,10 @@ _ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s")
 _ADDITIVE_PREFIXES = ("green/energy/", "green/phase/", "green/node/")
 # How long a run's end waits for a periodic flush of the same run still talking to the server.
 _FINAL_WAIT_S = 10.0
-# The TCP connect that tells a tracking server that is gone from one that is slow.
-_PROBE_TIMEOUT_S = 3.0
+# How long the probe waits for a server to answer: at a run's end or a flush (a slow server
+# still counts as up), and at interpreter exit or on SIGTERM (the process is leaving).
+_PROBE_TIMEOUT_S = 10.0
+_LEAVING_PROBE_TIMEOUT_S = 3.0
 # What ``silent=True`` hides: every warning of this package starts so.
 _WARNING_PREFIX = "mlflow-green:"
 
@@ -99,6 +101,8 @@ class _State:
         # Runs whose end waits for the other ranks of a distributed job: a SIGTERM in that
         # wait must still end them (MLflow has already let go of them).
         self.ending: dict[str, tuple[_Tracked, Any, EnergyReport, int | None]] = {}
+        # Runs spooled just before a program's SIGTERM handler ran (see _spool_provisional).
+        self.provisional: dict[str, Any] = {}
 
     def warn(self, message: str) -> None:
         if self.config.silent:
@@ -473,7 +477,12 @@ def _tracking_client() -> Any:
 
 
 @_safely
-def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
+def _on_end(
+    client: Any,
+    run_id: str,
+    end_time_ms: int | None = None,
+    known: dict[str, str | None] | None = None,
+) -> None:
     state = _STATE
     if state is None:
         return
@@ -485,7 +494,7 @@ def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
     # no wait on the server (below, or in MLflow's retries) is counted in it.
     measurement = tracked.window.close()
     client = client or tracked.client
-    down = _unreachable(client)
+    down = _unreachable(client, known)
     # A periodic flush of this run may be under way: wait for it (boundedly) only when the
     # server answers; a server that does not gets nothing, so there is nothing to wait for.
     locked = down is None and tracked.lock.acquire(timeout=_FINAL_WAIT_S)
@@ -505,9 +514,12 @@ def _on_end(client: Any, run_id: str, end_time_ms: int | None = None) -> None:
     finally:
         if locked:
             tracked.lock.release()
+        _drop_provisional(state, run_id)
 
 
-def _unreachable(client: Any, known: dict[str, str | None] | None = None) -> str | None:
+def _unreachable(
+    client: Any, known: dict[str, str | None] | None = None, timeout_s: float = _PROBE_TIMEOUT_S
+) -> str | None:
     """Why the HTTP tracking server of ``client`` (or URI) does not answer a TCP connect, or None.
 
     MLflow retries a request to a server that is gone for minutes; this probe
@@ -519,7 +531,7 @@ def _unreachable(client: Any, known: dict[str, str | None] | None = None) -> str
     if known is not None and uri in known:
         return known[uri]
     try:
-        reason = unreachable_reason(uri, timeout_s=_PROBE_TIMEOUT_S)
+        reason = unreachable_reason(uri, timeout_s=timeout_s)
     except Exception as exc:  # a URI the probe cannot parse: let MLflow try
         _log.debug("%s probing %s: %r", _WARNING_PREFIX, uri, exc)
         reason = None
@@ -665,29 +677,31 @@ def _flush_loop(state: _State) -> None:
         state.wake.clear()
         if _STATE is not state:
             return
-        with state.lock:
-            runs = list(state.runs.values())
-        for tracked in runs:
-            _flush(state, tracked)
+        _flush_all(state)
 
 
 def flush() -> None:
     """Write the cumulative energy of every measured run now (the flusher does it periodically)."""
     state = _STATE
     if state is not None:
-        with state.lock:
-            runs = list(state.runs.values())
-        for tracked in runs:
-            _flush(state, tracked)
+        _flush_all(state)
 
 
-def _flush(state: _State, tracked: _Tracked) -> None:
+def _flush_all(state: _State, known: dict[str, str | None] | None = None) -> None:
+    known = {} if known is None else known  # one probe per server per round
+    with state.lock:
+        runs = list(state.runs.values())
+    for tracked in runs:
+        _flush(state, tracked, known)
+
+
+def _flush(state: _State, tracked: _Tracked, known: dict[str, str | None] | None = None) -> None:
     with tracked.lock:
         if tracked.window.closed:
             return
         try:
             _, metrics, run_tags, current, until_s, step = _live_values(state, tracked)
-            down = _unreachable(tracked.client)
+            down = _unreachable(tracked.client, known)
             if down is not None:  # MLflow would retry for minutes, holding this run's lock
                 raise ConnectionError(down)
             _log_batches(tracked.client, tracked.run_id, metrics, run_tags)
@@ -699,16 +713,18 @@ def _flush(state: _State, tracked: _Tracked) -> None:
                 state.warn(f"periodic flush to run {tracked.run_id} failed: {exc!r}")
 
 
-def _live_values(state: _State, tracked: _Tracked) -> tuple:
+def _live_values(state: _State, tracked: _Tracked, in_handler: bool = False) -> tuple:
     """What a flush of a running run logs: (report, metrics, tags to send, all tags, until_s,
-    step). No I/O but the distributed job's live reports."""
+    step). No I/O but the distributed job's live reports, which a signal handler
+    (``in_handler``) skips, as it skips waiting for the GPU: either may block."""
     from mlflow.entities import Metric, RunTag
 
-    report = EnergyReport.from_measurement(tracked.window.snapshot(), state.config.measure)
+    measurement = tracked.window.snapshot(sync=not in_handler)
+    report = EnergyReport.from_measurement(measurement, state.config.measure)
     ts = int((report.start_time_s + report.duration_s) * 1000)
     step = tracked.step_offset + int(report.duration_s)
     cumulative = cumulative_metrics(report)
-    coordinator = distributed.current()
+    coordinator = None if in_handler else distributed.current()
     if coordinator is not None and tracked.job_key is not None:
         job = coordinator.live(tracked.job_key, report)
         if job is not None:  # the whole job so far, from the ranks' live reports
@@ -812,7 +828,8 @@ _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 
 def _spool_provisional() -> list:
     """Spool every open run's energy so far (local files, no network) before a handler of
-    the program's runs: a handler that never returns cannot take it with it."""
+    the program's runs: a handler that never returns cannot take it with it. A run
+    that ends meanwhile drops its file (``_drop_provisional``)."""
     state, paths = _STATE, []
     if state is None:
         return paths
@@ -820,25 +837,40 @@ def _spool_provisional() -> list:
         runs = list(state.runs.values())
     for tracked in runs:
         try:
-            report, metrics, run_tags, *_ = _live_values(state, tracked)
-            paths.append(
-                spool.write(
-                    tracked.client.tracking_uri,
-                    tracked.run_id,
-                    report,
-                    metrics,
-                    run_tags,
-                    log_artifacts=state.config.log_artifacts,
-                    error="SIGTERM: the process ended inside its own signal handler",
-                )
+            report, metrics, run_tags, *_ = _live_values(state, tracked, in_handler=True)
+            path = spool.write(
+                tracked.client.tracking_uri,
+                tracked.run_id,
+                report,
+                metrics,
+                run_tags,
+                log_artifacts=state.config.log_artifacts,
+                error="SIGTERM: the process ended inside its own signal handler",
             )
         except Exception as exc:
             _log.debug("%s provisional spool of %s: %r", _WARNING_PREFIX, tracked.run_id, exc)
+            continue
+        state.provisional[tracked.run_id] = path
+        paths.append(path)
     return paths
 
 
 def _drop(paths: list) -> None:
+    state = _STATE
     for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if state is not None:
+            for run_id, kept in list(state.provisional.items()):
+                if kept == path:
+                    state.provisional.pop(run_id, None)
+
+
+def _drop_provisional(state: _State, run_id: str) -> None:
+    # The run ended (its values are logged or spooled for good): its provisional copy
+    # must not be uploaded over them later.
+    path = state.provisional.pop(run_id, None)
+    if path is not None:
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -864,7 +896,8 @@ def _end_all_killed() -> None:
         _spool_runs_of_silent_servers(state, down)
         import mlflow
 
-        if _unreachable(mlflow.get_tracking_uri(), down) is None:
+        uri = mlflow.get_tracking_uri()
+        if _unreachable(uri, down, _LEAVING_PROBE_TIMEOUT_S) is None:
             for _ in range(1000):  # fluent runs of this thread: pops MLflow's run stack too
                 if mlflow.active_run() is None:
                     break
@@ -894,8 +927,9 @@ def _flush_at_exit() -> None:
     state = _STATE
     if state is None:
         return
-    for tracked in _spool_runs_of_silent_servers(state, {}):
-        _flush(state, tracked)
+    down: dict[str, str | None] = {}
+    _spool_runs_of_silent_servers(state, down)
+    _flush_all(state, down)
 
 
 def _spool_runs_of_silent_servers(state: _State, down: dict[str, str | None]) -> list[_Tracked]:
@@ -905,8 +939,8 @@ def _spool_runs_of_silent_servers(state: _State, down: dict[str, str | None]) ->
         runs = list(state.runs.values())
     answering = []
     for tracked in runs:
-        if _unreachable(tracked.client, down) is not None:
-            _on_end(tracked.client, tracked.run_id)
+        if _unreachable(tracked.client, down, _LEAVING_PROBE_TIMEOUT_S) is not None:
+            _on_end(tracked.client, tracked.run_id, known=down)
         else:
             answering.append(tracked)
     return answering

@@ -10,12 +10,14 @@ counter wraparound) and records the power timeline.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psutil
@@ -160,11 +162,18 @@ class Window:
     def closed(self) -> bool:
         return self._result is not None
 
-    def snapshot(self) -> Measurement:
-        """What the window has measured so far; it stays open."""
+    def snapshot(self, sync: bool = True) -> Measurement:
+        """What the window has measured so far; it stays open.
+
+        ``sync=False`` (signal handlers) skips waiting for pending GPU work, which can
+        block for good, and raises ``RuntimeError`` rather than re-enter a measurement
+        that the interrupted code of this thread had under way.
+        """
         if self._result is not None:
             return self._result
-        return self._monitor._measure(self, close=False)
+        if not sync and getattr(self._monitor._local, "measuring", False):
+            raise RuntimeError("a measurement of this thread is under way")
+        return self._monitor._measure(self, close=False, sync=sync)
 
     def close(self) -> Measurement:
         """End the window (idempotent) and return its measurement."""
@@ -179,6 +188,7 @@ class Monitor:
     def __init__(self, meters: list[Meter]) -> None:
         self._meters = meters
         self._lock = threading.RLock()
+        self._local = threading.local()  # .measuring: this thread reads the meters now
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._windows: dict[int, Window] = {}
@@ -231,11 +241,19 @@ class Monitor:
             stacklevel=2,
         )
 
+    @contextlib.contextmanager
+    def _measuring(self) -> Iterator[None]:
+        self._local.measuring = getattr(self._local, "measuring", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.measuring -= 1
+
     # -- windows ---------------------------------------------------------------------------
     def open(self, name: str, scope: str = "machine", sample_interval_s: float = 1.0) -> Window:
         """Open a window named ``name``; starts the sampler thread if none runs."""
         _cuda_synchronize()
-        with self._lock:
+        with self._lock, self._measuring():
             if scope == "process" and "process" not in self._cum:
                 self._read()  # close the machine-scope segment before attribution starts
                 self._share = _ProcessShare()
@@ -254,9 +272,10 @@ class Monitor:
                 self._wake.set()  # a shorter interval may apply now
         return window
 
-    def _measure(self, window: Window, close: bool) -> Measurement:
-        _cuda_synchronize()
-        with self._lock:
+    def _measure(self, window: Window, close: bool, sync: bool = True) -> Measurement:
+        if sync:
+            _cuda_synchronize()
+        with self._lock, self._measuring():
             end = self._read()
             points = [s for s in self._timeline if window._start.t < s.t < end.t]
             if close:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -174,6 +175,17 @@ def _keep_copy_refusals() -> None:
         isinstance(f, _AfterImport) and f.name == _ABSTRACT_REGISTRY_STORE for f in sys.meta_path
     ):  # not imported yet (we are inside ``import mlflow``): right after it is
         sys.meta_path.insert(0, _AfterImport(_ABSTRACT_REGISTRY_STORE, _copy_refusal.install))
+
+
+def _new_lock_after_fork() -> None:
+    # A child forked while another thread installed the hooks would wait for good on a
+    # lock that no thread of it holds.
+    global _install_lock
+    _install_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class GreenRunContextProvider:

@@ -101,6 +101,12 @@ elif mode == "caught":
     def handler(signum, frame):
         raise Preempted()    # the training loop catches it and checkpoints
     signal.signal(signal.SIGTERM, handler)
+elif mode == "endexit":  # end the run itself, then leave at once
+    def handler(signum, frame):
+        import mlflow
+        mlflow.end_run("KILLED")
+        os._exit(3)
+    signal.signal(signal.SIGTERM, handler)
 else:  # "rekill": clean up, then die of the signal as if there were no handler
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -280,7 +286,7 @@ def order_jobs(tmp_path_factory) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def graceful_jobs(tmp_path_factory) -> Iterator[dict]:
     jobs = {}
-    for mode in ("ignore", "flag", "caught", "rekill"):
+    for mode in ("ignore", "flag", "caught", "rekill", "endexit"):
         folder = tmp_path_factory.mktemp(f"graceful-{mode}")
         store = _Sqlite(folder)
         jobs[mode] = (_Script(folder, _GRACEFUL_SCRIPT, (mode,), store.env()), store)
@@ -396,6 +402,18 @@ def test_handler_that_ends_the_process_itself_leaves_the_energy_in_the_spool(gra
     assert payload["run_id"] == run_id
     assert payload["report"]["energy_kwh"] > 0
     assert store.client.get_run(run_id).info.status == "RUNNING"  # as without the plugin
+
+
+def test_handler_that_ends_its_run_then_exits_leaves_nothing_to_sync(graceful_jobs):
+    job, store = graceful_jobs["endexit"]
+    assert job.read_line() == "handled"
+    run_id = job.read_line()
+    job.proc.send_signal(signal.SIGTERM)
+    _, err = job.finish()
+    assert job.proc.returncode == 3, err[-3000:]
+    assert job.spooled() == []  # the energy reached the run: no stale copy for sync to upload
+    run = store.client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.metrics["green/energy_kwh"] > 0
 
 
 # -- items 10 and 11: the tracking server is gone ---------------------------------------------
