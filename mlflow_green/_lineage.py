@@ -352,24 +352,28 @@ def evidence(reader: Reader, name: str, version: str) -> Evidence:
 
 
 class ClientReader:
-    """:class:`Reader` over an ``MlflowClient`` (the client check; any tracking/registry URI)."""
+    """:class:`Reader` through MLflow's public methods: of an ``MlflowClient`` (the client
+    check; any tracking/registry URI), or of a tracking store and a registry store (the
+    gated store, where its fast SQL reads find nothing)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, tracking: Any, registry: Any = None) -> None:
+        self.tracking = tracking
+        self.registry = tracking if registry is None else registry
 
     def version(self, name: str, version: str) -> VersionRecord:
-        mv = self.client.get_model_version(name, version)
-        location = self.client.get_model_version_download_uri(name, mv.version)
-        return VersionRecord(mv.source, mv.run_id or None, mv.model_id or None, location)
+        mv = self.registry.get_model_version(name, version)
+        location = self.registry.get_model_version_download_uri(name, mv.version)
+        model_id = getattr(mv, "model_id", None) or None
+        return VersionRecord(mv.source, mv.run_id or None, model_id, location)
 
     def run(self, run_id: str) -> RunRecord:
-        info = self.client.get_run(run_id).info
+        info = self.tracking.get_run(run_id).info
         return RunRecord(
             info.run_id, str(info.experiment_id), info.artifact_uri, info.lifecycle_stage
         )
 
     def logged_model(self, model_id: str) -> LoggedModelRecord:
-        model = self.client.get_logged_model(model_id)
+        model = self.tracking.get_logged_model(model_id)
         return LoggedModelRecord(
             model.model_id, str(model.experiment_id), model.artifact_location, model.source_run_id
         )
@@ -377,7 +381,7 @@ class ClientReader:
     def metrics(self, run_id: str) -> dict[str, float]:
         out = {}
         for key in GATE_METRICS:
-            value = take_values([m.value for m in self.client.get_metric_history(run_id, key)])
+            value = take_values([m.value for m in self.tracking.get_metric_history(run_id, key)])
             if value is not None:
                 out[key] = value
         return out

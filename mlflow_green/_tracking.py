@@ -54,6 +54,13 @@ def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
+def unreachable_message(uri: str, timeout_s: float = 5.0) -> str | None:
+    """``"tracking server <uri> is unreachable: <why>"``, or None when it answers
+    (see :func:`unreachable_reason`)."""
+    reason = unreachable_reason(uri, timeout_s)
+    return None if reason is None else f"tracking server {uri} is unreachable: {reason}"
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a requests error ("[Errno 111] Connection refused")."""
     seen: set[int] = set()

@@ -32,12 +32,11 @@ def _client(tracking_uri: str | None) -> Any:
     """A client of the registry, after checking that its server answers at all (see _error)."""
     import mlflow
 
-    from mlflow_green._tracking import unreachable_reason
+    from mlflow_green._tracking import unreachable_message
 
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    reason = unreachable_reason(uri)
-    if reason is not None:  # MLflow itself would retry for minutes before giving up
-        raise ConnectionError(f"tracking server {uri} is unreachable: {reason}")
+    message = unreachable_message(tracking_uri or mlflow.get_tracking_uri())
+    if message is not None:  # MLflow itself would retry for minutes before giving up
+        raise ConnectionError(message)
     return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 

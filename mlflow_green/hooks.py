@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_green import distributed, plugin, spool
-from mlflow_green._tracking import unreachable_reason
+from mlflow_green._tracking import unreachable_message
 from mlflow_green._warnings import warn
 from mlflow_green.config import AutologConfig, resolve_disable
 from mlflow_green.monitor import Window, get_monitor
@@ -514,16 +514,17 @@ def _on_end(
     finally:
         if locked:
             tracked.lock.release()
-        _drop_provisional(state, run_id)
+        _drop_provisional([run_id])
 
 
 def _unreachable(
     client: Any, known: dict[str, str | None] | None = None, timeout_s: float = _PROBE_TIMEOUT_S
 ) -> str | None:
-    """Why the HTTP tracking server of ``client`` (or URI) does not answer a TCP connect, or None.
+    """Why the HTTP tracking server of ``client`` (or URI) does not answer, or None.
 
     MLflow retries a request to a server that is gone for minutes; this probe
-    answers at once (local stores are never probed). ``known`` caches answers by URI.
+    (:func:`unreachable_message`) answers within ``timeout_s`` (local stores are
+    never probed). ``known`` caches answers by URI.
     """
     uri = client if isinstance(client, str) else getattr(client, "tracking_uri", None)
     if not isinstance(uri, str):
@@ -531,11 +532,10 @@ def _unreachable(
     if known is not None and uri in known:
         return known[uri]
     try:
-        reason = unreachable_reason(uri, timeout_s=timeout_s)
+        reason = unreachable_message(uri, timeout_s=timeout_s)
     except Exception as exc:  # a URI the probe cannot parse: let MLflow try
         _log.debug("%s probing %s: %r", _WARNING_PREFIX, uri, exc)
         reason = None
-    reason = None if reason is None else f"tracking server {uri} is unreachable: {reason}"
     if known is not None:
         known[uri] = reason
     return reason
@@ -800,16 +800,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     if callable(previous):
         provisional = _spool_provisional()
         try:
-            previous(signum, frame)
+            try:
+                previous(signum, frame)
+            finally:  # the handler returned or raised: the process is still ours
+                _drop_provisional(provisional)
         except SystemExit:
-            _drop(provisional)
             if _STATE is not None:
                 _end_all_killed()
             raise
-        except BaseException:
-            _drop(provisional)
-            raise
-        _drop(provisional)
         _wake_flusher()
         return
     if previous is signal.SIG_IGN:  # set to ignore after autolog(): nothing goes down
@@ -826,13 +824,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
 
 
-def _spool_provisional() -> list:
+def _spool_provisional() -> list[str]:
     """Spool every open run's energy so far (local files, no network) before a handler of
-    the program's runs: a handler that never returns cannot take it with it. A run
-    that ends meanwhile drops its file (``_drop_provisional``)."""
-    state, paths = _STATE, []
+    the program's runs: a handler that never returns cannot take it with it. Returns
+    the runs spooled; a run that ends meanwhile drops its file (``_on_end``)."""
+    state, run_ids = _STATE, []
     if state is None:
-        return paths
+        return run_ids
     with state.lock:
         runs = list(state.runs.values())
     for tracked in runs:
@@ -851,28 +849,21 @@ def _spool_provisional() -> list:
             _log.debug("%s provisional spool of %s: %r", _WARNING_PREFIX, tracked.run_id, exc)
             continue
         state.provisional[tracked.run_id] = path
-        paths.append(path)
-    return paths
+        run_ids.append(tracked.run_id)
+    return run_ids
 
 
-def _drop(paths: list) -> None:
+def _drop_provisional(run_ids: list[str]) -> None:
+    """Delete the provisional spool files of ``run_ids``: each run ended (its values are
+    logged or spooled for good) or the handler came back, so none may be uploaded later."""
     state = _STATE
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if state is not None:
-            for run_id, kept in list(state.provisional.items()):
-                if kept == path:
-                    state.provisional.pop(run_id, None)
-
-
-def _drop_provisional(state: _State, run_id: str) -> None:
-    # The run ended (its values are logged or spooled for good): its provisional copy
-    # must not be uploaded over them later.
-    path = state.provisional.pop(run_id, None)
-    if path is not None:
-        with contextlib.suppress(OSError):
-            path.unlink()
+    if state is None:
+        return
+    for run_id in run_ids:
+        path = state.provisional.pop(run_id, None)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _wake_flusher() -> None:
@@ -932,18 +923,14 @@ def _flush_at_exit() -> None:
     _flush_all(state, down)
 
 
-def _spool_runs_of_silent_servers(state: _State, down: dict[str, str | None]) -> list[_Tracked]:
-    """End the measurement of every run whose server does not answer, spooling its report;
-    return the other runs. ``down`` caches the probe's answers by URI."""
+def _spool_runs_of_silent_servers(state: _State, down: dict[str, str | None]) -> None:
+    """End the measurement of every run whose server does not answer, spooling its report.
+    ``down`` caches the probe's answers by URI."""
     with state.lock:
         runs = list(state.runs.values())
-    answering = []
     for tracked in runs:
         if _unreachable(tracked.client, down, _LEAVING_PROBE_TIMEOUT_S) is not None:
             _on_end(tracked.client, tracked.run_id, known=down)
-        else:
-            answering.append(tracked)
-    return answering
 
 
 def _end_runs_waiting_for_ranks(errors: list) -> None:

@@ -169,12 +169,19 @@ def _keep_copy_refusals() -> None:
     (MLflow's ``copy_model_version`` turns it into INTERNAL_ERROR; see ``_copy_refusal``)."""
     from mlflow_green import _copy_refusal
 
-    if _ABSTRACT_REGISTRY_STORE in sys.modules:
-        _copy_refusal.install()
-    elif not any(
-        isinstance(f, _AfterImport) and f.name == _ABSTRACT_REGISTRY_STORE for f in sys.meta_path
-    ):  # not imported yet (we are inside ``import mlflow``): right after it is
-        sys.meta_path.insert(0, _AfterImport(_ABSTRACT_REGISTRY_STORE, _copy_refusal.install))
+    _when_imported(_ABSTRACT_REGISTRY_STORE, _copy_refusal.install)
+
+
+def _when_imported(name: str, callback: Callable[[], None]) -> None:
+    """``callback()`` now if module ``name`` is loaded, else once right after it is.
+
+    Providers load while ``import mlflow`` is still running, usually before the
+    modules we patch; a provider built again adds no second hook.
+    """
+    if name in sys.modules:
+        callback()
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, callback))
 
 
 def _new_lock_after_fork() -> None:
@@ -194,10 +201,7 @@ class GreenRunContextProvider:
     def __init__(self) -> None:
         _keep_copy_refusals()
         if not _done and _wanted():
-            if _CLIENT_MODULE in sys.modules:
-                _arm()
-            else:  # the usual case: providers load before the tracking client
-                sys.meta_path.insert(0, _AfterImport(_CLIENT_MODULE, _arm))
+            _when_imported(_CLIENT_MODULE, _arm)
 
     def in_context(self) -> bool:
         install_from_env()

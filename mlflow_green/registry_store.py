@@ -32,9 +32,9 @@ from mlflow_green._budget import (
     evaluate,
     gate_value,
     has_budget,
-    take_values,
 )
 from mlflow_green._lineage import (
+    ClientReader,
     LoggedModelRecord,
     RunRecord,
     VersionRecord,
@@ -110,7 +110,7 @@ def _statements() -> dict[str, Any]:
     }
 
 
-class _StoreReader:
+class _StoreReader(ClientReader):
     """:class:`mlflow_green._lineage.Reader` over the gated store's registry and tracking stores.
 
     One per check (it caches what it read). MLflow's public methods load whole
@@ -123,7 +123,7 @@ class _StoreReader:
     """
 
     def __init__(self, registry: Any, tracking: Any) -> None:
-        self.registry, self.tracking = registry, tracking
+        super().__init__(tracking, registry)
         self._versions: dict[tuple[str, str], VersionRecord] = {}
         self._metrics: dict[str, dict[str, float]] = {}
 
@@ -180,11 +180,7 @@ class _StoreReader:
                     self._sql_version(session, workspace(), name, version)
         if (name, version) in self._versions:
             return self._versions[name, version]
-        mv = self.registry.get_model_version(name, version)
-        location = self.registry.get_model_version_download_uri(name, mv.version)
-        return VersionRecord(
-            mv.source, mv.run_id or None, getattr(mv, "model_id", None) or None, location
-        )
+        return super().version(name, version)
 
     # -- tracking ---------------------------------------------------------
     def run(self, run_id: str) -> RunRecord:
@@ -196,10 +192,7 @@ class _StoreReader:
                     self._metrics[run_id] = self._sql_metrics(session, run_id)
             if row is not None:
                 return RunRecord(run_id, str(row[0]), row[1], row[2])
-        info = self.tracking.get_run(run_id).info
-        return RunRecord(
-            info.run_id, str(info.experiment_id), info.artifact_uri, info.lifecycle_stage
-        )
+        return super().run(run_id)
 
     def logged_model(self, model_id: str) -> LoggedModelRecord:
         maker = _sql(self.tracking)
@@ -209,10 +202,7 @@ class _StoreReader:
                 row = session.execute(_statements()["logged_model"], params).first()
             if row is not None:
                 return LoggedModelRecord(model_id, str(row[0]), row[1], row[2])
-        model = self.tracking.get_logged_model(model_id)
-        return LoggedModelRecord(
-            model.model_id, str(model.experiment_id), model.artifact_location, model.source_run_id
-        )
+        return super().logged_model(model_id)
 
     @staticmethod
     def _sql_metrics(session: Any, run_id: str) -> dict[str, float]:
@@ -228,12 +218,7 @@ class _StoreReader:
         if maker is not None:
             with maker() as session:
                 return self._sql_metrics(session, run_id)
-        out = {}
-        for key in GATE_METRICS:
-            value = take_values([m.value for m in self.tracking.get_metric_history(run_id, key)])
-            if value is not None:
-                out[key] = value
-        return out
+        return super().metrics(run_id)
 
 
 class GreenRegistryStore:

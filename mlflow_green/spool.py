@@ -71,10 +71,8 @@ def write(
         "report": report.to_dict(),
     }
     # Write then rename: a full disk leaves no half-written report for sync to choke on.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{run_id}-", suffix=".tmp")
+    tmp = _temp_json(folder, run_id, payload)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
         # A resumed run may be spooled once per session: never overwrite an earlier file.
         stamp = now_ms
         while (path := folder / f"{run_id}-{stamp}.json").exists():
@@ -300,12 +298,9 @@ def _upload(client: Any, run_id: str, payload: dict[str, Any], log_artifacts: bo
 
 def _unavailable(uri: str) -> str | None:
     """Why the store at ``uri`` cannot be used now (server down, database file gone), or None."""
-    from mlflow_green._tracking import unreachable_reason
+    from mlflow_green._tracking import unreachable_message
 
-    reason = unreachable_reason(uri)
-    if reason is not None:
-        return f"tracking server {uri} is unreachable: {reason}"
-    return missing_local_store(uri)
+    return unreachable_message(uri) or missing_local_store(uri)
 
 
 def missing_local_store(uri: str) -> str | None:
@@ -377,16 +372,27 @@ def _note_failure(path: Path, payload: dict[str, Any], error: str, undeliverable
         "undeliverable": undeliverable,
     }
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        tmp = _temp_json(path.parent, path.stem, payload)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f)
             if path.exists():  # not uploaded by a concurrent sync meanwhile
                 os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
     except OSError:
         pass  # a read-only spool still syncs; only the note is lost
+
+
+def _temp_json(folder: Path, stem: str, payload: dict[str, Any]) -> str:
+    """``payload`` written to a new hidden file in ``folder`` (``.<stem>-*.tmp``), to be
+    renamed into place by the caller; nothing is left behind when writing fails."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _read(path: Path) -> dict[str, Any]:
