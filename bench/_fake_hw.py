@@ -366,7 +366,7 @@ def measure(
     older value: the ends of a window are uncertain by up to 100 ms of energy).
     Returns ``{"truth": {domain: J}, "tools": {name: {domain: J or None}}}``.
     """
-    from mlflow_green.monitor import reset_monitor
+    from mlflow_green.measure.monitor import reset_monitor
 
     reset_monitor()  # each profile is a new machine: meters are rediscovered
     machine.load(profile)

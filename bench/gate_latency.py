@@ -33,7 +33,7 @@ def _populate(db: Path) -> None:
     """Runs with green metrics and two models, one with a budget (its version passes it)."""
     from mlflow import MlflowClient
 
-    from mlflow_green.registry import set_budget
+    from mlflow_green.registry.budgets import set_budget
 
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.create_experiment("gate-latency", artifact_location=(db.parent / "a").as_uri())

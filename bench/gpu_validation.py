@@ -50,7 +50,7 @@ def sync_check() -> str:
     import torch
 
     import mlflow_green
-    from mlflow_green.monitor import get_monitor
+    from mlflow_green.measure.monitor import get_monitor
 
     get_monitor()  # hardware discovery, outside the timing
     a = torch.randn(16384, 16384, device="cuda", dtype=torch.bfloat16)
@@ -82,8 +82,8 @@ def main() -> None:
     from codecarbon import OfflineEmissionsTracker
 
     import mlflow_green
-    from mlflow_green.meters.nvml import NvmlPowerMeter, _NvmlSession, _visible_gpus
-    from mlflow_green.monitor import Monitor
+    from mlflow_green.measure.meters.nvml import NvmlPowerMeter, _NvmlSession, _visible_gpus
+    from mlflow_green.measure.monitor import Monitor
 
     pynvml.nvmlInit()
     session = _NvmlSession(pynvml)

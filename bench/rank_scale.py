@@ -9,7 +9,7 @@ Then starts a real ``mlflow server`` on 127.0.0.1 (free port, own process group,
 stopped at the end; MLflow's default of 4 worker processes) on that database and
 times, through it, after one untimed call that warms the server's workers up:
 
-* ``mlflow_green.compare.rank_models()`` (median of 3 calls): paged registry
+* ``mlflow_green.registry.rank.rank_models()`` (median of 3 calls): paged registry
   searches, then ``search_runs`` over ``attributes.run_id IN (...)`` batches;
 * the naive way: the same paged ``search_model_versions``, then one
   ``MlflowClient.get_run`` per version. It is run on a sample (default 500
@@ -213,7 +213,7 @@ def main() -> None:
         server.start()
         print(f"  server healthy at {server.url} after {server.wait_healthy():.1f} s", flush=True)
 
-        from mlflow_green.compare import rank_models
+        from mlflow_green.registry.rank import rank_models
 
         counter = RequestCounter()
         naive = Naive(server.url)

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlflow_green._version import __version__
-
 if TYPE_CHECKING:
-    from mlflow_green.compare import InferenceEnergy, RankingError, measure_inference, rank_models
-    from mlflow_green.hooks import autolog, flush
-    from mlflow_green.measure import Tracker, track
-    from mlflow_green.phases import phase
-    from mlflow_green.registry import (
+    from mlflow_green._version import __version__
+    from mlflow_green.measure.report import EnergyReport
+    from mlflow_green.measure.track import Tracker, track
+    from mlflow_green.registry.budgets import (
         BudgetCheck,
         EnergyBudgetExceeded,
         check_budget,
@@ -25,7 +22,11 @@ if TYPE_CHECKING:
         remove_budget,
         set_budget,
     )
-    from mlflow_green.report import EnergyReport
+    from mlflow_green.registry.inference import InferenceEnergy, measure_inference
+    from mlflow_green.registry.rank import RankingError, rank_models
+    from mlflow_green.runs.autolog import autolog
+    from mlflow_green.runs.flushing import flush
+    from mlflow_green.runs.phases import phase
 
 __all__ = [
     "BudgetCheck",
@@ -48,22 +49,23 @@ __all__ = [
 ]
 
 _LAZY = {
-    "autolog": "mlflow_green.hooks",
-    "flush": "mlflow_green.hooks",
-    "phase": "mlflow_green.phases",
-    "track": "mlflow_green.measure",
-    "rank_models": "mlflow_green.compare",
-    "measure_inference": "mlflow_green.compare",
-    "RankingError": "mlflow_green.compare",
-    "InferenceEnergy": "mlflow_green.compare",
-    "set_budget": "mlflow_green.registry",
-    "remove_budget": "mlflow_green.registry",
-    "check_budget": "mlflow_green.registry",
-    "promote": "mlflow_green.registry",
-    "BudgetCheck": "mlflow_green.registry",
-    "EnergyBudgetExceeded": "mlflow_green.registry",
-    "Tracker": "mlflow_green.measure",
-    "EnergyReport": "mlflow_green.report",
+    "__version__": "mlflow_green._version",
+    "autolog": "mlflow_green.runs.autolog",
+    "flush": "mlflow_green.runs.flushing",
+    "phase": "mlflow_green.runs.phases",
+    "track": "mlflow_green.measure.track",
+    "rank_models": "mlflow_green.registry.rank",
+    "measure_inference": "mlflow_green.registry.inference",
+    "RankingError": "mlflow_green.registry.rank",
+    "InferenceEnergy": "mlflow_green.registry.inference",
+    "set_budget": "mlflow_green.registry.budgets",
+    "remove_budget": "mlflow_green.registry.budgets",
+    "check_budget": "mlflow_green.registry.budgets",
+    "promote": "mlflow_green.registry.budgets",
+    "BudgetCheck": "mlflow_green.registry.budgets",
+    "EnergyBudgetExceeded": "mlflow_green.registry.budgets",
+    "Tracker": "mlflow_green.measure.track",
+    "EnergyReport": "mlflow_green.measure.report",
 }
 
 

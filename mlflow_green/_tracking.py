@@ -7,7 +7,15 @@ exit and SIGTERM should instead know at once, naming the server.
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
+
+_log = logging.getLogger(__name__)
+#: How long a probe waits for a server to answer at a run's end or a flush (a slow server
+#: still counts as up), and at interpreter exit or on SIGTERM (the process is leaving).
+PROBE_TIMEOUT_S = 10.0
+LEAVING_PROBE_TIMEOUT_S = 3.0
 
 
 def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
@@ -59,6 +67,30 @@ def unreachable_message(uri: str, timeout_s: float = 5.0) -> str | None:
     (see :func:`unreachable_reason`)."""
     reason = unreachable_reason(uri, timeout_s)
     return None if reason is None else f"tracking server {uri} is unreachable: {reason}"
+
+
+def probe(
+    client: Any, known: dict[str, str | None] | None = None, timeout_s: float = PROBE_TIMEOUT_S
+) -> str | None:
+    """Why the HTTP tracking server of ``client`` (or URI) does not answer, or None.
+
+    MLflow retries a request to a server that is gone for minutes; this probe
+    (:func:`unreachable_message`) answers within ``timeout_s`` (local stores are
+    never probed). ``known`` caches answers by URI.
+    """
+    uri = client if isinstance(client, str) else getattr(client, "tracking_uri", None)
+    if not isinstance(uri, str):
+        return None
+    if known is not None and uri in known:
+        return known[uri]
+    try:
+        reason = unreachable_message(uri, timeout_s=timeout_s)
+    except Exception as exc:  # a URI the probe cannot parse: let MLflow try
+        _log.debug("mlflow-green: probing %s: %r", uri, exc)
+        reason = None
+    if known is not None:
+        known[uri] = reason
+    return reason
 
 
 def _root_cause(exc: BaseException) -> str:

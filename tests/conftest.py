@@ -3,7 +3,7 @@
 * ``fake_nvml``: the scenario-driven fake ``pynvml`` (tests/fakes/pynvml.py) in
   ``sys.modules``, on a manual clock unless the test asks for real time.
 * ``fake_powercap``: a fake RAPL powercap tree (tests/fakes/powercap.py) that
-  :func:`mlflow_green.meters.discover` finds through ``MLFLOW_GREEN_POWERCAP_ROOT``.
+  :func:`mlflow_green.measure.meters.discover` finds through ``MLFLOW_GREEN_POWERCAP_ROOT``.
 * ``fresh_monitor`` (autouse): ``reset_monitor()`` before and after every test, so
   each test discovers the hardware afresh and leaves no sampler thread behind.
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from mlflow_green import monitor as monitor_module
-from mlflow_green.meters.rapl import ROOT_ENV
+from mlflow_green.measure import monitor as monitor_module
+from mlflow_green.measure.meters.rapl import ROOT_ENV
 from tests.fakes.powercap import PowercapTree
 
 FAKES = Path(__file__).parent / "fakes"

@@ -6,7 +6,7 @@ and rank 0 adds the reports up (see ``combine`` for who counts what). Without
 torch, or outside a multi-rank job, nothing here runs.
 
 ``job`` tells who this process is, ``combine`` adds reports up, ``coordinator``
-moves them through the launcher's store.
+moves them through the launcher's store, whose keys ``protocol`` defines.
 """
 
 from __future__ import annotations

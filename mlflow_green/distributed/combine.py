@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_green.carbon import co2eq_kg
-from mlflow_green.meters import DOMAINS
-from mlflow_green.report import J_PER_KWH
+from mlflow_green.measure.carbon import co2eq_kg
+from mlflow_green.measure.meters import DOMAINS
+from mlflow_green.measure.report import J_PER_KWH
 
 Contribution = dict[str, Any]
 """One rank's report for one run: ``rank``, ``node``, ``final``, ``own_runs``, ``scope``,
@@ -31,7 +31,7 @@ Contribution = dict[str, Any]
 
 
 def contribution(report: Any, rank: int, node: str, final: bool, own_runs: bool) -> Contribution:
-    """What a rank sends for one run, from its :class:`~mlflow_green.report.EnergyReport`."""
+    """What a rank sends for one run, from its ``EnergyReport``."""
     return {
         "rank": rank,
         "node": node,

@@ -1,22 +1,10 @@
-"""The ranks of a job talking through the launcher's TCPStore.
+"""This process's part in its job's energy accounting: rank 0's runs, the other ranks' windows.
 
-torchrun (and ``init_process_group`` with ``env://`` under srun) serves a
-key-value store at ``MASTER_ADDR:MASTER_PORT``. Each rank opens its own client
-connections to it, so nothing here competes with the user's process group,
-needs it initialised, or takes part in a collective: a rank that finishes
-early, late or never cannot deadlock the others.
-
-Protocol, under the job's namespace:
-
-* ``node/<rank>``: each rank's node id and claimed GPUs, set on connection.
-* ``events`` / ``event/<n>``: rank 0 appends ``start`` and ``end`` of each of its
-  runs. The other ranks poll the log (every 50 ms, less often in big jobs), open a
-  measurement window at ``start`` and answer ``end`` with
-  ``run/<key>/final/<rank>`` (and count ``run/<key>/done``).
-* ``run/<key>/live/<rank>``: every flush interval, the rank's running totals,
-  so rank 0's flushes show the whole job and a rank that dies leaves its last.
-* ``beat/<rank>``: a counter each rank bumps every second; rank 0 stops waiting
-  for a rank whose counter stands still.
+Rank 0 announces its runs' starts and ends through the job's store and adds up
+the ranks' reports at each end; every other rank follows those events, measures
+each run from its start and answers its end (``protocol`` holds the keys). Rank
+0's store operations run on one thread of ours, in order; the other ranks follow
+the event log on theirs.
 
 No thread of ours sits in a store call without a time limit, and at exit the
 threads stop before the interpreter does: a thread still inside torch's C++ when
@@ -27,9 +15,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import datetime
 import itertools
-import json
 import logging
 import os
 import socket
@@ -39,74 +25,23 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from mlflow_green.distributed import protocol
 from mlflow_green.distributed.combine import (
     Contribution,
     JobEnergy,
-    combine,
     contribution,
     owned_energy_j,
     unmeasured,
 )
-from mlflow_green.distributed.job import RankInfo, claimed_gpus
-from mlflow_green.monitor import Window, get_monitor
-from mlflow_green.report import EnergyReport
+from mlflow_green.distributed.job import RankInfo
+from mlflow_green.measure.monitor import Window, get_monitor
+from mlflow_green.measure.report import EnergyReport
 
 _log = logging.getLogger(__name__)
 
-#: Longest rank 0 waits at a run's end for ranks that are alive (their beat moves).
-WAIT_ENV = "MLFLOW_GREEN_RANK_WAIT_S"
-DEFAULT_WAIT_S = 30.0
-BEAT_S = 1.0
-#: A rank whose beat has not moved for this long is taken for dead.
-DEAD_AFTER_S = 5.0 * BEAT_S
-_POLL_S = 0.02  # rank 0, while gathering
 _FOLLOW_POLL_S = 0.05  # other ranks, for the event log (scaled up for big jobs)
 _EXIT_JOIN_S = 3.0
-_CONNECT_TIMEOUT_S = 300.0  # srun: rank 0 may start the store well after our first try
-_OP_TIMEOUT_S = 30.0
 _CONNECT_GRACE_S = 5.0  # how long a run's end waits for a store not reached yet
-_FIRST_WAIT_S = 1.0  # the blocking wait for every report, before polling
-_JOIN_GRACE_S = 2.0  # how long a run's end waits for a rank that never joined
-_FOREVER = datetime.timedelta(days=3650)  # a blocked wait for the next event
-
-
-def _wait_s() -> float:
-    raw = os.environ.get(WAIT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_WAIT_S
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        _log.warning(
-            "mlflow-green: %s=%r is not seconds >= 0; using %s", WAIT_ENV, raw, DEFAULT_WAIT_S
-        )
-        return DEFAULT_WAIT_S
-    return value
-
-
-def connect(
-    info: RankInfo, connect_s: float = _OP_TIMEOUT_S, op_s: float | None = _OP_TIMEOUT_S
-) -> Any:
-    """A new client connection to the job's store (a ``PrefixStore`` on our namespace).
-
-    ``connect_s`` bounds the connection attempts, ``op_s`` each later operation
-    (``None``: no limit, for a thread blocked on the next event).
-    """
-    from torch.distributed import PrefixStore, TCPStore
-
-    store = TCPStore(
-        info.store_host,
-        info.store_port,
-        is_master=False,
-        timeout=datetime.timedelta(seconds=connect_s),
-        wait_for_workers=False,  # the launcher's rendezvous counts workers: we are none
-    )
-    store.set_timeout(_FOREVER if op_s is None else datetime.timedelta(seconds=op_s))
-    return PrefixStore(info.namespace, store)
-
-
-def _get_json(store: Any, key: str) -> Any:
-    return json.loads(store.get(key).decode())
 
 
 class Coordinator:
@@ -145,33 +80,13 @@ class Coordinator:
     # -- every rank --------------------------------------------------------------------------
     def _join(self) -> Any:
         """Connect, answer for this rank and describe it; None if stopped or another does."""
-        store = self._open_store()
-        if store is None or not self._claim_rank(store):
+        store = protocol.open_store(self.info, self._stopped)
+        if store is None or not protocol.claim_rank(store, self.info.rank):
             self._no_store.set()
             return None
-        self._describe(store)
+        protocol.describe(store, self.info, get_monitor().devices("gpu"))
         self._connected.set()
         return store
-
-    def _claim_rank(self, store: Any) -> bool:
-        """Whether this process is the rank's first to join (the others stand down).
-
-        A process started by a rank (a spawned DataLoader worker, say) inherits its
-        ``RANK`` and may call ``autolog()`` too: it must not answer for the rank.
-        """
-        me = f"{socket.gethostname()}:{os.getpid()}"
-        owner = store.compare_set(f"owner/{self.info.rank}", "", me).decode()
-        if owner != me:
-            _log.debug("mlflow-green: rank %d is followed by %s already", self.info.rank, owner)
-        return owner == me
-
-    def _describe(self, store: Any) -> None:
-        visible = get_monitor().devices("gpu")
-        entry = {
-            "node": self.info.node_id,
-            "claims": claimed_gpus(self.info, visible),
-        }
-        store.set(f"node/{self.info.rank}", json.dumps(entry))
 
     def _fail(self, what: str, exc: BaseException) -> None:
         # The store goes away when the job ends (or rank 0 exits): that loses nothing
@@ -193,7 +108,9 @@ class Coordinator:
 
     def own_share(self, report: EnergyReport, timeout_s: float = 5.0) -> EnergyReport:
         """``report`` cut down to what this rank owns (see ``combine``), for its own run."""
-        nodes = self._call(self._read_nodes, timeout_s)
+        nodes = self._call(
+            lambda store: protocol.read_nodes(store, self.info.world_size), timeout_s
+        )
         if nodes is None:
             return report
         nodes.setdefault(self.info.rank, {"node": self.info.node_id, "claims": []})
@@ -219,10 +136,6 @@ class Coordinator:
             "green.ranks": str(self.info.world_size),
         }
 
-    def _read_nodes(self, store: Any) -> dict[int, dict[str, Any]]:
-        keys = [f"node/{r}" for r in range(self.info.world_size)]
-        return {r: _get_json(store, k) for r, k in enumerate(keys) if store.check([k])}
-
     def stop(self) -> None:
         """Stop following the job (``autolog(disable=True)``); open windows close."""
         self._stopped.set()
@@ -245,25 +158,6 @@ class Coordinator:
         self._thread.join(_EXIT_JOIN_S)
         self.finish()
 
-    def _open_store(self, op_s: float | None = _OP_TIMEOUT_S) -> Any:
-        """Connect once the store's port answers (None if stopped first).
-
-        Plain socket probes first: torch's own connection retries log a line each, and
-        under srun the store only exists once rank 0 calls ``init_process_group``.
-        """
-        deadline = time.monotonic() + _CONNECT_TIMEOUT_S
-        address = (self.info.store_host, self.info.store_port)
-        while not self._stopped.is_set():
-            try:
-                socket.create_connection(address, timeout=2.0).close()
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise
-                self._stopped.wait(0.5)
-                continue
-            return connect(self.info, _OP_TIMEOUT_S, op_s)
-        return None
-
     # -- rank 0 ------------------------------------------------------------------------------
     def _submit(self, task: Callable[[Any], Any]) -> Future:
         future: Future = Future()
@@ -275,7 +169,7 @@ class Coordinator:
     def _call(self, task: Callable[[Any], Any], timeout_s: float) -> Any:
         if self.info.rank != 0:  # only rank 0 keeps a task thread: others connect anew
             try:
-                return task(connect(self.info, timeout_s, timeout_s))
+                return task(protocol.connect(self.info, timeout_s, timeout_s))
             except Exception as exc:
                 _log.debug("mlflow-green: job store: %r", exc)
                 return None
@@ -314,21 +208,15 @@ class Coordinator:
     def announce(self, run_id: str) -> str:
         """Tell the other ranks that a run started here; returns the run's job key."""
         key = f"{run_id}.{os.getpid()}.{next(self._keys)}"
-        self._submit(lambda store: self._post(store, {"kind": "start", "key": key}))
+        self._submit(lambda store: protocol.post_event(store, {"kind": "start", "key": key}))
         return key
-
-    @staticmethod
-    def _post(store: Any, event: dict[str, Any]) -> None:
-        n = store.add("events", 1)
-        store.set(f"event/{n}", json.dumps(event))
 
     def collect(self, key: str, report: EnergyReport) -> JobEnergy | None:
         """End run ``key`` on every rank and add up the job's energy (bounded wait)."""
-        wait_s = _wait_s()
+        wait_s = protocol.rank_wait_s()
 
         def task(store: Any) -> JobEnergy:
-            store.set(f"run/{key}/ended", "1")  # a rank that joins later skips this run
-            self._post(store, {"kind": "end", "key": key})
+            protocol.end_run(store, key)
             return self._gather(store, key, report, wait_s)
 
         # A store that never answered (bad MASTER_ADDR?) must not hold up every run's end:
@@ -339,7 +227,7 @@ class Coordinator:
         if self._connected.is_set():
             future = self._submit(task)
             self._pending[key] = future
-            job = self.result(key, wait_s + DEAD_AFTER_S + 30.0)
+            job = self.result(key, wait_s + protocol.DEAD_AFTER_S + 30.0)
         if job is None:
             self._warn(
                 f"could not collect the other ranks' energy for run {key.split('.')[0]}; "
@@ -367,54 +255,15 @@ class Coordinator:
         """The job's running totals from the ranks' latest live reports (for flushes)."""
         if not self._connected.is_set():
             return None
-        return self._call(lambda store: self._combine(store, key, report, {}), 5.0)
+        return self._call(
+            lambda store: protocol.combine_job(store, self.info, key, report, {}), 5.0
+        )
 
     def _gather(self, store: Any, key: str, report: EnergyReport, wait_s: float) -> JobEnergy:
-        others = set(range(1, self.info.world_size))  # neither reported nor given up on
-        final: dict[int, Contribution] = {}
-        beats: dict[int, tuple[int, float]] = {}  # rank -> (beat count, when it last moved)
-        start = next_scan = time.monotonic()
-        seen_done = -1
-        joined = [r for r in sorted(others) if store.check([f"node/{r}"])]
-        if joined:
-            # The usual case, every rank alive: one blocking wait returns as soon as the last
-            # report lands. Past it, poll (a timed-out wait also logs a line from torch).
-            try:
-                store.wait(
-                    [f"run/{key}/final/{r}" for r in joined],
-                    datetime.timedelta(seconds=min(_FIRST_WAIT_S, wait_s)),
-                )
-            except Exception as exc:
-                _log.debug("mlflow-green: still waiting for ranks: %r", exc)
-        while others:
-            now = time.monotonic()
-            done = store.add(f"run/{key}/done", 0)  # one request while nothing changes
-            if done != seen_done or now >= next_scan:
-                seen_done, next_scan = done, now + BEAT_S / 2
-                for rank in sorted(others):
-                    k = f"run/{key}/final/{rank}"
-                    if store.check([k]):
-                        final[rank] = _get_json(store, k)
-                        others.discard(rank)
-                        continue
-                    if not store.check([f"node/{rank}"]):
-                        # Never joined: autolog() is not on there (or not yet, briefly).
-                        grace = 0.0 if rank in self._absent else _JOIN_GRACE_S
-                        if now - start >= grace:
-                            others.discard(rank)
-                            self._absent.add(rank)
-                        continue
-                    self._absent.discard(rank)
-                    count = store.add(f"beat/{rank}", 0)
-                    last = beats.get(rank)
-                    if last is None or last[0] != count:
-                        beats[rank] = (count, now)
-                    elif now - last[1] >= DEAD_AFTER_S:
-                        others.discard(rank)  # dead: its last live report, if any, counts
-            if not others or now - start >= wait_s or self._abort.is_set():
-                break
-            time.sleep(_POLL_S)
-        job = self._combine(store, key, report, final)
+        final = protocol.gather_final(
+            store, key, self.info.world_size, wait_s, self._absent, self._abort
+        )
+        job = protocol.combine_job(store, self.info, key, report, final)
         absent = sorted(self._absent - self._absent_told)
         if absent:
             self._absent_told.update(absent)
@@ -423,21 +272,8 @@ class Coordinator:
                 "accounting: call mlflow_green.autolog() on every rank (or set "
                 "MLFLOW_GREEN_AUTOLOG=true for the whole job); their nodes' energy is missing"
             )
-        for rank in range(1, self.info.world_size):
-            for kind in ("final", "live"):
-                store.delete_key(f"run/{key}/{kind}/{rank}")
-        store.delete_key(f"run/{key}/done")
+        protocol.forget_run(store, key, self.info.world_size)
         return job
-
-    def _combine(
-        self, store: Any, key: str, report: EnergyReport, final: dict[int, Contribution]
-    ) -> JobEnergy:
-        reports = {0: contribution(report, 0, self.info.node_id, True, False), **final}
-        for rank in range(1, self.info.world_size):
-            k = f"run/{key}/live/{rank}"
-            if rank not in reports and store.check([k]):
-                reports[rank] = _get_json(store, k)
-        return combine(reports, self._read_nodes(store), self.info.world_size)
 
     # -- other ranks -------------------------------------------------------------------------
     def _follow(self) -> None:
@@ -447,18 +283,18 @@ class Coordinator:
                 return
             # Events before this point happened before we joined: replay them for the runs
             # still open, skip the runs that ended.
-            first_live = store.add("events", 0) + 1
+            first_live = protocol.event_count(store) + 1
             n, next_beat, last_live = 1, 0.0, time.monotonic()
             poll_s = min(1.0, _FOLLOW_POLL_S * max(1.0, self.info.world_size / 64))
             while True:
-                count = store.add("events", 0)
+                count = protocol.event_count(store)
                 while n <= count and not self._stopped.is_set():
-                    self._on_event(store, _get_json(store, f"event/{n}"), replay=n < first_live)
+                    self._on_event(store, protocol.read_event(store, n), replay=n < first_live)
                     n += 1
                 now = time.monotonic()
                 if now >= next_beat:
-                    store.add(f"beat/{self.info.rank}", 1)
-                    next_beat = now + BEAT_S
+                    protocol.beat(store, self.info.rank)
+                    next_beat = now + protocol.BEAT_S
                 if now - last_live >= self._config().flush_interval_s:
                     last_live = now
                     self._send_live(store)
@@ -470,7 +306,7 @@ class Coordinator:
 
     def _on_event(self, store: Any, event: dict[str, Any], replay: bool) -> None:
         key = event["key"]
-        if event["kind"] == "start" and not (replay and store.check([f"run/{key}/ended"])):
+        if event["kind"] == "start" and not (replay and protocol.run_ended(store, key)):
             cfg = self._config().measure
             window = get_monitor().open(f"job run {key}", cfg.scope, cfg.sample_interval_s)
             with self._lock:
@@ -491,8 +327,7 @@ class Coordinator:
             final = self._contribution(report)
         else:  # a run that ended before we joined: say so, rather than keep rank 0 waiting
             final = unmeasured(self.info.rank, self.info.node_id, self._own_runs)
-        store.set(f"run/{key}/final/{self.info.rank}", json.dumps(final))
-        store.add(f"run/{key}/done", 1)
+        protocol.send_final(store, key, self.info.rank, final)
 
     def _contribution(self, report: EnergyReport, final: bool = True) -> Contribution:
         return contribution(report, self.info.rank, self.info.node_id, final, self._own_runs)
@@ -503,7 +338,7 @@ class Coordinator:
         for key, window in joined:
             report = EnergyReport.from_measurement(window.snapshot(), self._config().measure)
             live = self._contribution(report, final=False)
-            store.set(f"run/{key}/live/{self.info.rank}", json.dumps(live))
+            protocol.send_live(store, key, self.info.rank, live)
 
     def finish(self, timeout_s: float = 5.0) -> None:
         """Send the final report of every run this rank follows (at exit, on SIGTERM)."""
@@ -514,7 +349,7 @@ class Coordinator:
         try:
             address = (self.info.store_host, self.info.store_port)
             socket.create_connection(address, timeout=timeout_s).close()  # fail fast if gone
-            store = connect(self.info, timeout_s, timeout_s)
+            store = protocol.connect(self.info, timeout_s, timeout_s)
             for key in keys:
                 self._send_final(store, key, answer_unjoined=False)
         except Exception as exc:

@@ -24,7 +24,7 @@ be replaced by something that is not a regular file (:meth:`PowercapTree.break_f
 a FIFO, a directory, a device), on which a naive reader blocks or fails.
 Whether a lower reading is a plausible wrap depends on the time between two
 readings: :class:`ManualClock` stands in for the meter's clock
-(``mlflow_green.meters.rapl._clock``) where a test needs that time to be exact.
+(``mlflow_green.measure.meters._rapl_counter._clock``) where a test needs that time to be exact.
 
 Tests run as root here, and root reads any file whatever its mode; to see a
 real ``PermissionError`` the reading code must run as another user:

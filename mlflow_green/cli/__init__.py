@@ -1,0 +1,26 @@
+"""The ``mlflow-green`` command: the click group, with one subcommand module per package folder.
+
+``measure`` (countries), ``runs`` (sync), ``registry`` (budget, gate, promote) and
+``rank``. The subcommand modules only define commands (they never import this one);
+each imports what it needs when it runs, so that ``mlflow-green --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mlflow_green._version import __version__
+from mlflow_green.cli.measure import countries
+from mlflow_green.cli.rank import rank
+from mlflow_green.cli.registry import budget, gate, promote
+from mlflow_green.cli.runs import sync
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlflow-green")
+def main() -> None:
+    """Energy and carbon of machine learning in MLflow."""
+
+
+for _command in (countries, sync, rank, budget, gate, promote):
+    main.add_command(_command)

@@ -1,0 +1,181 @@
+"""``mlflow-green rank``: the ranking of registered model versions as a table, CSV, JSON, plot.
+
+The ranking itself is :func:`mlflow_green.registry.rank.rank_models`; this module
+renders it. pandas, numpy and matplotlib are imported when a command runs, so that
+``mlflow-green --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from mlflow_green.cli._common import BadInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@click.command()
+@click.option("--metric", default="accuracy", show_default=True, help="Quality metric of the runs.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Registered model to include (repeatable); default: every model.",
+)
+@click.option(
+    "--lower-is-better",
+    is_flag=True,
+    help="The metric is an error (rmse, loss): rank by it, then by energy.",
+)
+@click.option(
+    "--energy",
+    type=click.Choice(["train", "inference"]),
+    default="train",
+    show_default=True,
+    help="Training kWh of the run, or inference Wh per 1,000 predictions.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE.png",
+    help="Also write the quality/energy Pareto plot here.",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="Tracking server (and registry) to read; default MLFLOW_TRACKING_URI.",
+)
+def rank(
+    metric: str,
+    models: tuple[str, ...],
+    lower_is_better: bool,
+    energy: str,
+    fmt: str,
+    plot: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Rank registered model versions by quality per kWh, with the Pareto front.
+
+    Versions lacking the metric or the energy come last with a reason. Reads only.
+    """
+    from mlflow_green.registry.rank import RankingError, rank_models
+
+    try:
+        frame = rank_models(
+            metric=metric,
+            model_names=list(models) or None,
+            greater_is_better=not lower_is_better,
+            energy=energy,
+            tracking_uri=tracking_uri,
+        )
+    except RankingError as exc:
+        raise BadInput(str(exc)) from None
+    if fmt == "json":
+        click.echo(to_json(frame))
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif frame.empty:
+        click.echo("No registered model versions.")
+    else:
+        click.echo(to_table(frame))
+    if plot:
+        try:
+            plot_pareto(frame, plot)
+        except OSError as exc:
+            raise BadInput(f"cannot write the plot to {plot!r}: {exc}") from None
+        click.echo(f"Pareto plot written to {plot}", err=True)
+
+
+def to_json(frame: pd.DataFrame) -> str:
+    """The ranking as a JSON list of row objects; NaN/NA are ``null``, floats keep all digits."""
+    import json
+
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return json.dumps(records, indent=2)
+
+
+def to_table(frame: pd.DataFrame) -> str:
+    """The ranking as a terminal table: rank first, no run ids, ``*`` marks the Pareto front."""
+    import numpy as np
+    import pandas as pd
+
+    attrs = frame.attrs
+    metric, energy_col, ratio_col = attrs["metric"], attrs["energy_column"], attrs["ratio_column"]
+    columns = ["rank", "model", "version", "aliases", metric, energy_col]
+    if attrs["energy"] == "train":
+        columns.append("co2eq_kg")
+    if attrs["greater_is_better"]:
+        columns.append(ratio_col)
+    view = frame[columns].copy()
+    view["rank"] = [str(r) if pd.notna(r) else "-" for r in frame["rank"]]
+    view["pareto"] = np.where(frame["pareto"], "*", "")
+    view["reason"] = frame["reason"]
+    return view.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}")
+
+
+def plot_pareto(frame: pd.DataFrame, path: str) -> None:
+    """Write the quality/energy plot of a :func:`~mlflow_green.registry.rank.rank_models` frame.
+
+    Quality on the y axis, energy (kWh, or Wh per 1,000 predictions) on a log x axis;
+    the Pareto front is a highlighted step line. Points are labelled ``name:version``
+    (only the front's when there are more than 40 points, to stay legible).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # no pyplot: no global state
+
+    attrs = frame.attrs
+    metric, energy_col = attrs["metric"], attrs["energy_column"]
+    data = frame[frame["reason"] == ""]
+    fig = Figure(figsize=(8, 5.5), dpi=100)
+    ax = fig.add_subplot()
+    rest, front = data[~data["pareto"]], data[data["pareto"]].sort_values(energy_col)
+    ax.scatter(rest[energy_col], rest[metric], s=18, color="0.6", label="dominated", zorder=2)
+    ax.scatter(
+        front[energy_col], front[metric], s=36, color="tab:green", label="Pareto front", zorder=3
+    )
+    if len(front):
+        # The front as a staircase: at each energy, the best quality reachable with at most
+        # that much energy (the front sorted by energy improves monotonically).
+        ax.step(front[energy_col], front[metric], where="post", color="tab:green", lw=1.5)
+    labelled = data if len(data) <= 40 else front
+    for model, version, x, y in zip(
+        labelled["model"], labelled["version"], labelled[energy_col], labelled[metric], strict=True
+    ):
+        ax.annotate(
+            f"{model}:{version}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
+    if len(data):
+        ax.set_xscale("log")
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "no version has both the metric and energy",
+            ha="center",
+            transform=ax.transAxes,
+        )
+    unit = "Wh per 1,000 predictions" if attrs["energy"] == "inference" else "kWh"
+    ax.set_xlabel(f"{energy_col} ({unit}, log scale)")
+    better = "higher" if attrs["greater_is_better"] else "lower"
+    ax.set_ylabel(f"{metric} ({better} is better)")
+    ax.set_title(f"{metric} vs energy: {len(front)} of {len(data)} versions on the Pareto front")
+    ax.grid(alpha=0.3, which="both")
+    if len(data):
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")

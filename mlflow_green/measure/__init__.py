@@ -1,0 +1,6 @@
+"""Measuring: hardware counters to joules to an ``EnergyReport``; nothing here imports MLflow.
+
+``meters/`` talks to the hardware (one module per energy source), ``monitor`` samples
+them in one background thread, ``carbon`` and ``config`` turn settings into factors,
+``report`` holds the result and ``track`` measures a block of code.
+"""

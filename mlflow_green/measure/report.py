@@ -1,0 +1,165 @@
+"""The ``EnergyReport``: one measurement with PUE and carbon intensity applied.
+
+Joules inside, kWh at the boundary: joules (``energy_j_by_domain``) and watts
+(the timeline) are what the devices drew, as measured or estimated; every kWh
+figure is what the facility drew for them, PUE applied, so the domains' kWh add
+up to ``energy_kwh``; ``co2eq_kg`` follows from it, unless the carbon intensity is
+unknown (a bad location setting in zero-code mode): then ``co2eq_kg`` is ``None``,
+no ``green/co2eq_kg`` metric is logged, and every rendering says "unknown".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlflow_green import _version
+from mlflow_green.measure.carbon import CarbonIntensity, co2eq_kg
+from mlflow_green.measure.meters import DOMAINS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlflow_green.measure.config import MeasureConfig
+    from mlflow_green.measure.monitor import Measurement
+
+J_PER_KWH = 3.6e6
+#: How an unknown figure is shown in tags, text and plots (JSON has ``null``).
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """Average power per domain over the interval ending ``t_s`` seconds after the start."""
+
+    t_s: float
+    power_w: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """Energy and emissions of one measured block of work.
+
+    Energies by domain and device are in joules at the device (no PUE);
+    ``energy_kwh`` and ``co2eq_kg`` include the PUE.
+    """
+
+    name: str
+    start_time_s: float
+    """Wall-clock start, seconds since the epoch."""
+    duration_s: float
+    energy_j_by_domain: dict[str, float]
+    """Joules per domain (``gpu``, ``cpu``, ``ram``) at the device, no PUE."""
+    energy_j_by_device: dict[str, dict[str, float]]
+    """Joules per domain and device id (GPU UUID, ``package-0``, ...)."""
+    methods: dict[str, str]
+    """How each domain was measured: ``nvml-energy-counter``, ``rapl``, ``estimate-tdp``, ..."""
+    hardware: dict[str, str]
+    scope: str
+    """``machine`` (whole machine) or ``process`` (CPU/RAM scaled to this process tree)."""
+    pue: float
+    carbon_intensity_g_per_kwh: float | None
+    """Grid intensity used, gCO2eq per kWh; ``None`` when unknown (then so are emissions)."""
+    intensity_source: str
+    """Where the intensity comes from; for an unknown one, ``"unknown: "`` and why."""
+    country: str | None
+    region: str | None
+    cloud_provider: str | None = None
+    cloud_region: str | None = None
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    """Domain -> why its meter stopped early (energy after that point is missing)."""
+    version: str = _version.__version__
+
+    @classmethod
+    def from_measurement(cls, m: Measurement, config: MeasureConfig) -> EnergyReport:
+        """Apply ``config``'s PUE and carbon intensity to a monitor measurement."""
+        intensity: CarbonIntensity = config.intensity
+        return cls(
+            name=m.name,
+            start_time_s=m.start_time_s,
+            duration_s=m.duration_s,
+            energy_j_by_domain={d: sum(m.energy_j_by_device.get(d, {}).values()) for d in DOMAINS},
+            energy_j_by_device={d: dict(m.energy_j_by_device.get(d, {})) for d in DOMAINS},
+            methods=dict(m.methods),
+            hardware=dict(m.hardware),
+            scope=m.scope,
+            pue=config.pue,
+            carbon_intensity_g_per_kwh=intensity.g_per_kwh,
+            intensity_source=intensity.source,
+            country=intensity.country,
+            region=intensity.region,
+            cloud_provider=intensity.cloud_provider,
+            cloud_region=intensity.cloud_region,
+            timeline=[TimelinePoint(t, dict(p)) for t, p in m.timeline],
+            failures=dict(m.failures),
+        )
+
+    @property
+    def device_energy_j(self) -> float:
+        """Joules drawn by all measured devices, no PUE."""
+        return sum(self.energy_j_by_domain.values())
+
+    @property
+    def energy_kwh(self) -> float:
+        """Total energy in kWh, PUE applied."""
+        return self.device_energy_j * self.pue / J_PER_KWH
+
+    @property
+    def energy_kwh_by_domain(self) -> dict[str, float]:
+        """kWh per domain, PUE applied like every kWh figure, so that the domains add up to
+        ``energy_kwh``; logged under ``green/energy/``."""
+        return {d: j * self.pue / J_PER_KWH for d, j in self.energy_j_by_domain.items()}
+
+    @property
+    def co2eq_kg(self) -> float | None:
+        """Emissions in kg CO2-equivalent; ``None`` when the carbon intensity is unknown."""
+        return co2eq_kg(self.energy_kwh, self.carbon_intensity_g_per_kwh)
+
+    @property
+    def mean_power_w(self) -> dict[str, float]:
+        """Average power per domain over the whole window, in watts."""
+        d = self.duration_s
+        return {k: (j / d if d > 0 else 0.0) for k, j in self.energy_j_by_domain.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure, the methods and the configuration, JSON-ready."""
+        out = asdict(self)
+        out["timeline"] = [
+            {"t_s": p.t_s, **{f"{k}_w": v for k, v in p.power_w.items()}} for p in self.timeline
+        ]
+        out.update(
+            energy_kwh=self.energy_kwh,
+            co2eq_kg=self.co2eq_kg,
+            device_energy_j=self.device_energy_j,
+            energy_kwh_by_domain=self.energy_kwh_by_domain,
+        )
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as JSON; ``kwargs`` go to :func:`json.dumps` (e.g. ``indent=2``)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def timeline_frame(self) -> pd.DataFrame:
+        """The power timeline as a DataFrame: ``t_s`` and ``<domain>_w`` columns."""
+        import pandas as pd
+
+        columns = ["t_s", *(f"{d}_w" for d in DOMAINS)]
+        return pd.DataFrame(self.to_dict()["timeline"], columns=columns)
+
+    def __str__(self) -> str:
+        parts = ", ".join(
+            f"{d} {j:.1f} J ({self.methods.get(d, 'none')})"
+            for d, j in self.energy_j_by_domain.items()
+        )
+        return (
+            f"{self.name}: {self.energy_kwh:.6g} kWh, {or_unknown(self.co2eq_kg, '.6g')} kg CO2eq "
+            f"in {self.duration_s:.2f} s [{parts}; PUE {self.pue:g}, "
+            f"{or_unknown(self.carbon_intensity_g_per_kwh)} g/kWh]"
+        )
+
+
+def or_unknown(value: float | None, spec: str = "g") -> str:
+    """``value`` formatted with ``spec``, or "unknown"."""
+    return UNKNOWN if value is None else format(value, spec)

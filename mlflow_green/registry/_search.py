@@ -1,0 +1,127 @@
+"""Paged, bulk reads of the registry and the runs through MLflow's search APIs (for the ranking).
+
+Paged ``search_registered_models`` (aliases), paged ``search_model_versions``,
+paged ``search_experiments`` (``search_runs`` needs experiment ids), then
+``search_runs`` over ``attributes.run_id IN (...)`` batches: the number of
+tracking-server requests grows with pages, never with versions. Only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+#: Model versions per ``search_model_versions`` page. Smaller than MLflow's default
+#: (10,000) so that fetching the runs of one page overlaps reading the next.
+VERSIONS_PAGE_SIZE = 2_000
+#: Registered models per ``search_registered_models`` page (MLflow's maximum).
+MODELS_PAGE_SIZE = 1_000
+#: Experiments per ``search_experiments`` page.
+EXPERIMENTS_PAGE_SIZE = 1_000
+#: Run ids per ``search_runs`` request: a POST, so the list is not bound by URL length;
+#: SQLite binds each id as one parameter (limit 32,766), other databases allow more.
+RUN_ID_BATCH = 1_000
+#: Model names per ``name IN (...)`` filter: ``search_model_versions`` is a GET.
+NAMES_PER_FILTER = 100
+
+
+def _quoted(values: Iterable[str]) -> str:
+    # MLflow's filter grammar (sqlparse) takes SQL string literals: '' escapes a quote.
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    """Consecutive slices of ``items``, ``size`` long (the last one shorter)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _pages(search: Any, **kwargs: Any) -> Iterator[Any]:
+    """Every item of a paged MLflow search, one request per page."""
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _name_filters(names: list[str] | None) -> list[str | None]:
+    """The ``filter_string`` values that select the models ``names`` (``None``: every model)."""
+    if names is None:
+        return [None]
+    return [f"name IN ({_quoted(c)})" for c in chunks(names, NAMES_PER_FILTER)]
+
+
+def aliases(client: MlflowClient, names: list[str] | None) -> dict[str, dict[str, list[str]]]:
+    """Registered model name -> version -> aliases (``search_model_versions`` has none)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for flt in _name_filters(names):
+        for model in _pages(
+            client.search_registered_models, filter_string=flt, max_results=MODELS_PAGE_SIZE
+        ):
+            by_version: dict[str, list[str]] = {}
+            for alias in model.aliases or []:
+                # RegisteredModel.aliases is a dict {alias: version} from the client;
+                # some stores give RegisteredModelAlias entities.
+                if isinstance(model.aliases, dict):
+                    alias_name, version = alias, model.aliases[alias]
+                else:
+                    alias_name, version = alias.alias, alias.version
+                by_version.setdefault(str(version), []).append(alias_name)
+            out[model.name] = by_version
+    return out
+
+
+def model_version_pages(
+    client: MlflowClient, names: list[str] | None, page_size: int
+) -> Iterator[list[Any]]:
+    """Pages of model versions (of ``names``, or all), one request each."""
+    for flt in _name_filters(names):
+        token = None
+        while True:
+            # A total order, so that offset-based pages neither skip nor repeat versions.
+            page = client.search_model_versions(
+                filter_string=flt,
+                max_results=page_size,
+                order_by=["name ASC", "version_number ASC"],
+                page_token=token,
+            )
+            yield list(page)
+            token = page.token
+            if not token:
+                break
+
+
+def experiment_ids(client: MlflowClient) -> list[str]:
+    """Every experiment id, deleted ones included: a version's run may be in any of them."""
+    from mlflow.entities import ViewType
+
+    return [
+        e.experiment_id
+        for e in _pages(
+            client.search_experiments, view_type=ViewType.ALL, max_results=EXPERIMENTS_PAGE_SIZE
+        )
+    ]
+
+
+def search_runs(
+    client: MlflowClient, experiment_ids: list[str], run_ids: Sequence[str]
+) -> list[Any]:
+    """The runs among ``run_ids`` that exist, deleted ones included (one request a page)."""
+    from mlflow.entities import ViewType
+
+    return list(
+        _pages(
+            client.search_runs,
+            # search_runs needs experiment ids: a version's run may be in any experiment.
+            experiment_ids=experiment_ids,
+            filter_string=f"attributes.run_id IN ({_quoted(run_ids)})",
+            run_view_type=ViewType.ALL,
+            max_results=len(run_ids),
+        )
+    )

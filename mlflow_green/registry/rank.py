@@ -1,0 +1,326 @@
+"""Rank registered model versions: quality per unit of energy, and the Pareto front.
+
+A version's training energy is that of the run that produced it (``green/energy_kwh``,
+logged by :func:`mlflow_green.autolog`); its inference energy is the Wh per 1,000
+predictions that :func:`~mlflow_green.registry.inference.measure_inference` recorded
+(model-version tag ``green.inference_wh_per_1k``, else the run metric
+``green/inference_wh_per_1k``).
+
+The registry and the runs are read in bulk (:mod:`mlflow_green.registry._search`):
+the number of tracking-server requests grows with pages, never with versions.
+Ranking only reads: nothing in the registry or the runs changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_green.registry import _search
+from mlflow_green.registry._search import VERSIONS_PAGE_SIZE
+from mlflow_green.registry.inference import INFERENCE_METRIC, INFERENCE_TAG
+from mlflow_green.registry.rule import CO2EQ_METRIC, ENERGY_METRIC
+
+ENERGY_AXES = ("train", "inference")
+
+#: Requests in flight at once (each is still one request; see :func:`rank_models`).
+FETCH_THREADS = 3
+
+
+class RankingError(ValueError):
+    """Bad input to the ranking, or a registry that cannot be read; the message says which."""
+
+
+def _data_columns(metric: str) -> list[str]:
+    """The columns read from the registry and the runs, in table order."""
+    return [
+        "model",
+        "version",
+        "aliases",
+        "run_id",
+        metric,
+        "energy_kwh",
+        "co2eq_kg",
+        "inference_wh_per_1k",
+    ]
+
+
+def rank_models(
+    metric: str = "accuracy",
+    model_names: Sequence[str] | str | None = None,
+    greater_is_better: bool = True,
+    energy: str = "train",
+    tracking_uri: str | None = None,
+    *,
+    page_size: int = VERSIONS_PAGE_SIZE,
+) -> pd.DataFrame:
+    """Rank registered model versions by quality per unit of energy.
+
+    One row per model version of ``model_names`` (default: every registered model),
+    with the columns ``model``, ``version`` (int), ``aliases`` (comma-separated),
+    ``run_id``, ``<metric>`` (the run's latest value), ``energy_kwh`` and ``co2eq_kg``
+    (the run's training energy, kWh with PUE, and emissions, kg CO2eq),
+    ``inference_wh_per_1k`` (Wh per 1,000 predictions), the ratio column, ``pareto``,
+    ``rank`` (1 = best; ``<NA>`` for unranked rows) and ``reason``.
+
+    The energy axis is ``energy_kwh`` with ``energy="train"`` and
+    ``inference_wh_per_1k`` with ``energy="inference"``; the ratio column is
+    ``<metric>_per_kwh`` or ``<metric>_per_wh_per_1k`` respectively.
+
+    Ordering:
+
+    * ``greater_is_better=True`` (accuracy, F1, AUC): by the ratio (metric per unit of
+      energy) descending; ties by the metric descending, then energy ascending.
+    * ``greater_is_better=False`` (rmse, log loss): "per kWh" is meaningless (a smaller
+      error per kWh would reward using *more* energy), so the ratio column is NaN and
+      rows are ranked by the metric ascending, ties by energy ascending.
+    * Versions lacking the metric, the energy (or whose energy is 0, i.e. nothing was
+      measured), or a run, are never dropped: they come last, unranked, ordered by
+      model and version, with ``reason`` saying what is missing (empty for ranked rows).
+
+    ``pareto`` is True for a ranked version that no other ranked version matches or
+    beats on both quality and energy while beating it on one: the best trade-offs.
+    ``DataFrame.attrs`` holds ``metric``, ``greater_is_better``, ``energy``,
+    ``energy_column`` and ``ratio_column``.
+
+    ``tracking_uri`` defaults to MLflow's (``MLFLOW_TRACKING_URI``); the registry is
+    read from the same URI. ``page_size`` is the number of model versions per
+    ``search_model_versions`` request.
+
+    Raises :class:`RankingError` (a ``ValueError``) naming the problem for an unknown
+    model name, a metric that no version's run has, an unknown ``energy`` axis, or a
+    tracking server that cannot be read.
+    """
+    if not isinstance(metric, str) or not metric.strip():
+        raise RankingError(f"metric must be a metric name, got {metric!r}")
+    if energy not in ENERGY_AXES:
+        raise RankingError(f"energy must be one of {', '.join(ENERGY_AXES)}; got {energy!r}")
+    if isinstance(model_names, str):
+        model_names = [model_names]
+    names = list(dict.fromkeys(model_names)) if model_names is not None else None
+    if names is not None and not names:
+        raise RankingError("model_names is empty: give at least one name, or None for all")
+    if not isinstance(page_size, int) or page_size < 1:
+        raise RankingError(f"page_size must be a positive integer, got {page_size!r}")
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    where = tracking_uri or _current_uri()
+    _check_reachable(where)
+    with _reading(where), ThreadPoolExecutor(FETCH_THREADS) as pool:
+        # Requests overlap: runs are fetched for each page of versions while the next
+        # page is read, and this process decodes one response while the server
+        # prepares the next. The number of requests is the same as one at a time.
+        # The first request of each store (tracking, then registry) is made alone:
+        # a SQL store creates its tables on first use, which must not race.
+        experiment_ids = _search.experiment_ids(client)
+        aliases_f: Future[dict[str, dict[str, list[str]]]] | None = None
+        versions: list[Any] = []
+        batches: list[Future[list[Any]]] = []
+        seen: set[str] = set()
+        for page in _search.model_version_pages(client, names, page_size):
+            if aliases_f is None:
+                aliases_f = pool.submit(_search.aliases, client, names)
+            versions += page
+            new = [v.run_id for v in page if v.run_id and v.run_id not in seen]
+            seen.update(new)
+            for batch in _search.chunks(list(dict.fromkeys(new)), _search.RUN_ID_BATCH):
+                batches.append(pool.submit(_search.search_runs, client, experiment_ids, batch))
+        aliases = aliases_f.result() if aliases_f is not None else _search.aliases(client, names)
+        if names is not None:
+            missing = [n for n in names if n not in aliases]
+            if missing:
+                raise RankingError(
+                    "no registered model named "
+                    + ", ".join(repr(n) for n in missing)
+                    + f" at {where}"
+                )
+        runs = {run.info.run_id: run for f in batches for run in f.result()}
+
+    if versions and not any(metric in r.data.metrics for r in runs.values()):
+        found = sorted(
+            {
+                k
+                for r in runs.values()
+                for k in r.data.metrics
+                if not k.startswith(("green/", "system/"))
+            }
+        )
+        hint = f"; metrics found: {', '.join(found[:20])}" if found else ""
+        raise RankingError(f"no model version's run has the metric {metric!r}{hint}")
+
+    frame = _frame(versions, aliases, runs, metric, energy, greater_is_better)
+    return _order(frame, metric, energy, greater_is_better)
+
+
+def _current_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail at once, naming ``uri``, when an HTTP tracking server cannot be connected to."""
+    from mlflow_green._tracking import unreachable_reason
+
+    reason = unreachable_reason(uri)
+    if reason is not None:
+        raise RankingError(f"cannot read the model registry at {uri}: {reason}")
+
+
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Turn MLflow and network failures into one :class:`RankingError` naming the URI."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except RankingError:
+        raise
+    except MlflowException as exc:
+        raise RankingError(f"cannot read the model registry at {where}: {exc.message}") from exc
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise RankingError(f"cannot read the model registry at {where}: {exc}") from exc
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def axis_columns(metric: str, energy: str) -> tuple[str, str]:
+    """``(energy_column, ratio_column)`` of a ranking on the ``energy`` axis."""
+    if energy == "inference":
+        return "inference_wh_per_1k", f"{metric}_per_wh_per_1k"
+    return "energy_kwh", f"{metric}_per_kwh"
+
+
+def _frame(
+    versions: list[Any],
+    aliases: dict[str, dict[str, list[str]]],
+    runs: dict[str, Any],
+    metric: str,
+    energy: str,
+    greater_is_better: bool,
+) -> pd.DataFrame:
+    energy_col, ratio_col = axis_columns(metric, energy)
+    rows = []
+    for v in versions:
+        run = runs.get(v.run_id) if v.run_id else None
+        metrics = run.data.metrics if run is not None else {}
+        tags = v.tags or {}
+        row = {
+            "model": v.name,
+            "version": int(v.version),
+            "aliases": ",".join(sorted(aliases.get(v.name, {}).get(str(v.version), []))),
+            "run_id": v.run_id or "",
+            metric: _float(metrics.get(metric)),
+            "energy_kwh": _float(metrics.get(ENERGY_METRIC)),
+            "co2eq_kg": _float(metrics.get(CO2EQ_METRIC)),
+            # The version's own tag wins: a run can hold several registered models.
+            "inference_wh_per_1k": _float(tags.get(INFERENCE_TAG, metrics.get(INFERENCE_METRIC))),
+        }
+        reasons = []
+        if run is None:
+            reasons.append(f"run {v.run_id} not found" if v.run_id else "version has no source run")
+        else:
+            if metric not in metrics:
+                reasons.append(f"run has no metric '{metric}'")
+            elif math.isnan(row[metric]):
+                reasons.append(f"metric '{metric}' is NaN")
+            if energy == "train" and ENERGY_METRIC not in metrics:
+                reasons.append(f"run has no {ENERGY_METRIC} (not measured by mlflow-green)")
+        if energy == "inference" and math.isnan(row[energy_col]):
+            reasons.append("no inference energy (see mlflow_green.measure_inference)")
+        if not math.isnan(row[energy_col]) and row[energy_col] <= 0:
+            reasons.append(f"{energy_col} is {row[energy_col]:g} (nothing was measured)")
+        row["reason"] = "; ".join(reasons)
+        rows.append(row)
+    columns = _data_columns(metric)
+    frame = pd.DataFrame(rows, columns=[*columns, "reason"])
+    frame["version"] = frame["version"].astype("int64")
+    for col in columns[4:]:
+        frame[col] = frame[col].astype("float64")
+    ok = frame["reason"] == ""
+    if greater_is_better:
+        frame[ratio_col] = np.where(ok, frame[metric] / frame[energy_col], np.nan)
+    else:
+        frame[ratio_col] = np.nan  # "lower error per kWh" would reward spending energy
+    frame["pareto"] = False
+    if ok.any():
+        quality = frame.loc[ok, metric].to_numpy()
+        frame.loc[ok, "pareto"] = pareto_front(
+            quality if greater_is_better else -quality, frame.loc[ok, energy_col].to_numpy()
+        )
+    frame["pareto"] = frame["pareto"].astype(bool)
+    frame.attrs.update(
+        metric=metric,
+        greater_is_better=greater_is_better,
+        energy=energy,
+        energy_column=energy_col,
+        ratio_column=ratio_col,
+    )
+    return frame
+
+
+def _order(frame: pd.DataFrame, metric: str, energy: str, greater: bool) -> pd.DataFrame:
+    energy_col, ratio_col = axis_columns(metric, energy)
+    ok = frame["reason"] == ""
+    if greater:
+        keys, ascending = [ratio_col, metric, energy_col], [False, False, True]
+    else:
+        keys, ascending = [metric, energy_col], [True, True]
+    ranked = frame[ok].sort_values(
+        [*keys, "model", "version"], ascending=[*ascending, True, True], kind="stable"
+    )
+    rest = frame[~ok].sort_values(["model", "version"], kind="stable")
+    out = pd.concat([ranked, rest], ignore_index=True) if len(rest) else ranked
+    out = out.reset_index(drop=True)
+    out["rank"] = pd.array(
+        list(range(1, len(ranked) + 1)) + [pd.NA] * (len(out) - len(ranked)), dtype="Int64"
+    )
+    columns = [
+        *_data_columns(metric),
+        ratio_col,
+        "pareto",
+        "rank",
+        "reason",
+    ]
+    out = out[columns]
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def pareto_front(quality: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (higher quality, lower energy).
+
+    A point is dominated when another is at least as good on both axes and strictly
+    better on one; equal points are all on the front. O(n log n).
+    """
+    quality = np.asarray(quality, dtype=float)
+    energy = np.asarray(energy, dtype=float)
+    n = len(quality)
+    front = np.zeros(n, dtype=bool)
+    order = np.lexsort((-quality, energy))  # energy ascending, then quality descending
+    best_before = -math.inf  # best quality among strictly lower energies
+    i = 0
+    while i < n:
+        j = i
+        while j < n and energy[order[j]] == energy[order[i]]:
+            j += 1
+        group = order[i:j]
+        top = quality[group[0]]
+        if top > best_before:
+            front[group[quality[group] == top]] = True
+        best_before = max(best_before, top)
+        i = j
+    return front

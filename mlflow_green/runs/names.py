@@ -1,0 +1,74 @@
+"""The contract's names for a report: the ``green/*`` metrics and ``green.*`` tags a run gets.
+
+The mapping of an :class:`~mlflow_green.measure.report.EnergyReport` onto the
+metric and tag names of DESIGN.md's public contract, in one place.
+"""
+
+from __future__ import annotations
+
+from mlflow_green.measure.meters import DOMAINS
+from mlflow_green.measure.report import EnergyReport, or_unknown
+
+
+def final_metrics(report: EnergyReport) -> dict[str, float]:
+    """The run's summary metrics: ``green/energy_kwh``, ``green/co2eq_kg`` (not when the
+    intensity is unknown: no value is better than a made-up one), ``green/duration_s`` and
+    ``green/energy/<domain>_kwh``."""
+    out = cumulative_metrics(report)
+    out["green/duration_s"] = report.duration_s
+    for domain, kwh in report.energy_kwh_by_domain.items():
+        out[f"green/energy/{domain}_kwh"] = kwh
+    return out
+
+
+def cumulative_metrics(report: EnergyReport) -> dict[str, float]:
+    """What a periodic flush logs, so a run that dies keeps what was measured:
+    ``green/energy_kwh`` and, when the intensity is known, ``green/co2eq_kg``."""
+    out = {"green/energy_kwh": report.energy_kwh}
+    co2eq = report.co2eq_kg
+    if co2eq is not None:
+        out["green/co2eq_kg"] = co2eq
+    return out
+
+
+def timeline_metrics(
+    report: EnergyReport, after_s: float = float("-inf"), until_s: float = float("inf")
+) -> list[tuple[str, float, int, int]]:
+    """``(key, watts, step, timestamp_ms)`` for timeline points with ``after_s < t_s <= until_s``.
+
+    Step is whole seconds since the run started; the timestamp keeps points of
+    sub-second timelines apart.
+    """
+    rows = []
+    for point in (p for p in report.timeline if after_s < p.t_s <= until_s):
+        ts = int((report.start_time_s + point.t_s) * 1000)
+        for domain, watts in point.power_w.items():
+            if report.methods.get(domain, "none") != "none":
+                rows.append((f"green/power/{domain}_w", watts, int(point.t_s), ts))
+    return rows
+
+
+def tags(report: EnergyReport) -> dict[str, str]:
+    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version.
+
+    An unknown intensity is tagged ``"unknown"``; its source tag says why.
+    """
+    out = {
+        "green.country": report.country or "unknown",
+        "green.carbon_intensity_g_per_kwh": or_unknown(report.carbon_intensity_g_per_kwh),
+        "green.carbon_intensity_source": report.intensity_source,
+        "green.pue": f"{report.pue:g}",
+        "green.scope": report.scope,
+        "green.version": report.version,
+        "green.hardware": " | ".join(h for h in report.hardware.values() if h) or "unknown",
+    }
+    for domain in DOMAINS:
+        out[f"green.{domain}_meter"] = report.methods.get(domain, "none")
+    if report.region:
+        out["green.region"] = report.region
+    if report.cloud_provider:
+        out["green.cloud"] = f"{report.cloud_provider}:{report.cloud_region}"
+    if report.failures:
+        out["green.meter_failures"] = "; ".join(f"{d}: {r}" for d, r in report.failures.items())
+    # MLflow caps tag values at 8000 characters.
+    return {k: v[:8000] for k, v in out.items()}

@@ -1,0 +1,95 @@
+"""``phase(name)``: the energy of one lifecycle phase (data preparation, training, ...) of a run."""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+
+from mlflow_green._warnings import warn
+from mlflow_green.measure.config import MeasureConfig
+from mlflow_green.measure.report import J_PER_KWH
+from mlflow_green.measure.track import Tracker
+from mlflow_green.runs.tracked import current
+
+# MLflow metric names allow these characters; "/" would split the UI section.
+_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+
+
+class Phase(Tracker):
+    """A :class:`~mlflow_green.measure.track.Tracker` whose energy is added to the active run."""
+
+    def __init__(self, name: str, config: MeasureConfig, run_id: str | None) -> None:
+        super().__init__(name, config)
+        self.run_id = run_id
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        report = self.stop()
+        if self._window is None or self.run_id is None:  # nothing measured, or no run
+            return
+        try:
+            # A run autolog measures logs its phases with its other values, in one batch
+            # (periodic flush, run end); any other run gets this phase logged now.
+            if add_phase_energy(self.run_id, self.name, report.device_energy_j) is None:
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient().log_metric(
+                    self.run_id,
+                    f"green/phase/{self.name}_kwh",
+                    report.device_energy_j * report.pue / J_PER_KWH,
+                )
+        except Exception as exc:  # never break the user's job
+            warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
+
+
+def phase(name: str) -> Phase:
+    """Measure a lifecycle phase of the active MLflow run as ``green/phase/<name>_kwh``.
+
+    >>> with mlflow.start_run():
+    ...     with mlflow_green.phase("preprocess"):
+    ...         prepare()
+    ...     with mlflow_green.phase("train"):
+    ...         fit()
+
+    A phase that repeats is summed; phases may nest (an outer phase includes
+    the inner one). The value is facility energy (PUE applied), like
+    ``green/energy_kwh``. Outside a run it measures but logs nothing, with a
+    warning. Raises ``ValueError`` for a name MLflow cannot use as a metric.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"phase name {name!r} is invalid: use letters, digits, '_', '-', '.' or spaces "
+            "(it becomes the metric green/phase/<name>_kwh)"
+        )
+    state = current()
+    config = state.config.measure if state is not None else MeasureConfig.build()
+    run_id = None
+    try:
+        import mlflow
+
+        active = mlflow.active_run()
+        run_id = active.info.run_id if active is not None else None
+    except Exception:
+        run_id = None
+    if run_id is None:
+        warn(
+            f"mlflow-green: phase {name!r} has no active MLflow run: measured, not logged",
+            stacklevel=2,
+        )
+    return Phase(name, config, run_id)
+
+
+def add_phase_energy(run_id: str, name: str, energy_j: float) -> float | None:
+    """Add a phase's joules to a run autolog measures; return the phase's running total, or
+    None when autolog does not measure that run."""
+    state = current()
+    tracked = state.runs.get(run_id) if state is not None else None
+    if tracked is None:
+        return None
+    with tracked.lock:
+        tracked.phases_j[name] = tracked.phases_j.get(name, 0.0) + energy_j
+        return tracked.phases_j[name]
