@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import _common
+import import_cost
 import psutil
 
 CONTENDERS = ("none", "mlflow-green", "codecarbon-1s", "codecarbon-default", "system-metrics")
@@ -159,38 +158,13 @@ def _median_stderr(values: list[float]) -> float:
 
 
 def import_cost_ms(repeats: int) -> float:
-    """Median time mlflow-green's modules add to ``import mlflow; import mlflow_green``, in ms.
+    """Median time mlflow-green's modules (and what they pull in) add to ``import mlflow``, ms.
 
-    Its MLflow plugin entry point loads ``mlflow_green`` during ``import mlflow``,
-    so timing ``import mlflow_green`` afterwards would read 0: instead sum, from
-    ``python -X importtime``, the cumulative time of every outermost
-    ``mlflow_green`` module (which includes anything it pulls in that MLflow had not).
+    MLflow loads the plugin entry point during ``import mlflow``, through
+    ``importlib``, which ``-X importtime`` does not time: ``import_cost`` routes that
+    load through ``__import__`` so that every module of ours is counted.
     """
-    runs = []
-    for _ in range(repeats):
-        err = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import mlflow, mlflow_green"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-        rows = []  # (depth, name, cumulative us), in importtime's post-order
-        for line in err.splitlines():
-            parts = line[len("import time:") :].split("|")
-            if not line.startswith("import time:") or len(parts) != 3 or "cumulative" in line:
-                continue
-            name = parts[2].rstrip()
-            rows.append((len(name) - len(name.lstrip()), name.strip(), int(parts[1])))
-        total_us = 0
-        for i, (depth, name, cumulative) in enumerate(rows):
-            if not name.startswith("mlflow_green"):
-                continue
-            # A module's importer is the next row that is less indented.
-            parent = next((n for d, n, _ in rows[i + 1 :] if d < depth), "")
-            if not parent.startswith("mlflow_green"):
-                total_us += cumulative
-        runs.append(total_us / 1000)
-    return statistics.median(runs)
+    return statistics.median(import_cost.added_us(repeats)) / 1000
 
 
 def main() -> None:

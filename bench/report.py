@@ -174,9 +174,11 @@ def _overhead(r: dict[str, Any]) -> list[str]:
         "whose every core trains, the cost is the last column, not the ratio.",
         "",
         f"Import cost: `import mlflow_green` adds **{r['import_cost_ms']:.1f} ms** to "
-        "`import mlflow` (`python -X importtime`: the cumulative time of mlflow-green's modules "
-        "and of whatever they import that MLflow does not). pynvml, pandas, matplotlib and "
-        "codecarbon are imported only when first needed (checked by `tests/test_track.py`). "
+        "`import mlflow` (`python -X importtime`: the self-time of mlflow-green's modules and of "
+        "whatever they import that MLflow does not, with the plugin entry point that MLflow loads "
+        "through `importlib` timed too; `python bench/import_cost.py` gives it module by "
+        "module). pynvml, pandas, matplotlib and codecarbon are imported only when first "
+        "needed (checked by `tests/measure/test_track.py`). "
         "MLflow loads mlflow-green's plugin entry point during `import mlflow`, so this is also "
         "what every MLflow user with the package installed pays.",
         "",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow_green._version import __version__
     from mlflow_green.measure.report import EnergyReport
-    from mlflow_green.measure.track import Tracker, track
+    from mlflow_green.measure.tracker import Tracker, track
     from mlflow_green.registry.budgets import (
         BudgetCheck,
         EnergyBudgetExceeded,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     )
     from mlflow_green.registry.inference import InferenceEnergy, measure_inference
     from mlflow_green.registry.rank import RankingError, rank_models
-    from mlflow_green.runs.autolog import autolog
+    from mlflow_green.runs.autologging import autolog
     from mlflow_green.runs.flushing import flush
     from mlflow_green.runs.phases import phase
 
@@ -50,10 +50,10 @@ __all__ = [
 
 _LAZY = {
     "__version__": "mlflow_green._version",
-    "autolog": "mlflow_green.runs.autolog",
+    "autolog": "mlflow_green.runs.autologging",
     "flush": "mlflow_green.runs.flushing",
     "phase": "mlflow_green.runs.phases",
-    "track": "mlflow_green.measure.track",
+    "track": "mlflow_green.measure.tracker",
     "rank_models": "mlflow_green.registry.rank",
     "measure_inference": "mlflow_green.registry.inference",
     "RankingError": "mlflow_green.registry.rank",
@@ -64,7 +64,7 @@ _LAZY = {
     "promote": "mlflow_green.registry.budgets",
     "BudgetCheck": "mlflow_green.registry.budgets",
     "EnergyBudgetExceeded": "mlflow_green.registry.budgets",
-    "Tracker": "mlflow_green.measure.track",
+    "Tracker": "mlflow_green.measure.tracker",
     "EnergyReport": "mlflow_green.measure.report",
 }
 

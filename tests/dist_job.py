@@ -1,4 +1,4 @@
-"""A torchrun job for tests/test_distributed.py: one process per rank, hardware per rank.
+"""A torchrun job for tests/distributed/test_distributed.py: one process per rank, own hardware.
 
 ``DIST_JOB_SPEC`` names a JSON file::
 

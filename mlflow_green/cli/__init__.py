@@ -1,4 +1,4 @@
-"""The ``mlflow-green`` command: the click group, with one subcommand module per package folder.
+"""The ``mlflow-green`` command: the click group, and which module holds each subcommand.
 
 ``measure`` (countries), ``runs`` (sync), ``registry`` (budget, gate, promote) and
 ``rank``. The subcommand modules only define commands (they never import this one);

@@ -171,8 +171,7 @@ def _check_country(country: str, label: str = "country") -> str:
         raise ValueError(
             f"{label}={country!r} is not a known country code: expected an ISO 3166-1 alpha-3 "
             f"code with data in CodeCarbon's energy mix (e.g. {examples}; {len(_energy_mix())} "
-            "codes, listed by `mlflow-green countries` or "
-            "mlflow_green.measure.carbon.available_countries()). Or give the intensity itself: "
+            "codes, listed by `mlflow-green countries`). Or give the intensity itself: "
             "carbon_intensity=<g/kWh> or MLFLOW_GREEN_CARBON_INTENSITY."
         )
     return code

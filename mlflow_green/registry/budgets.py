@@ -40,32 +40,20 @@ from mlflow_green.registry.lineage import ClientReader, evidence
 from mlflow_green.registry.rule import (
     BUDGET_CO2EQ_TAG,
     BUDGET_KWH_TAG,
-    CO2EQ_METRIC,
-    ENERGY_METRIC,
     BudgetCheck,
     EnergyBudgetExceeded,
     budget_tag_value,
     evaluate,
-    has_budget,
-    parse_budget_tag,
     validate_budget_value,
 )
-from mlflow_green.registry.store import SCHEME_PREFIX, GreenRegistryStore
 
 __all__ = [
     "BUDGET_CO2EQ_TAG",
     "BUDGET_KWH_TAG",
-    "CO2EQ_METRIC",
-    "ENERGY_METRIC",
-    "SCHEME_PREFIX",
     "BudgetCheck",
     "EnergyBudgetExceeded",
-    "GreenRegistryStore",
     "check_budget",
-    "evaluate",
     "get_budget",
-    "has_budget",
-    "parse_budget_tag",
     "promote",
     "remove_budget",
     "set_budget",

@@ -79,7 +79,7 @@ def measure_inference(
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    from mlflow_green.measure.track import track
+    from mlflow_green.measure.tracker import track
 
     client = MlflowClient()
     # Resolve first: an unknown version fails before minutes of measuring.

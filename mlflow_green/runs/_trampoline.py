@@ -26,17 +26,13 @@ _local = threading.local()
 install_lock = threading.RLock()
 
 
-def explicit_call() -> None:
-    """``autolog()`` was called by the program: its choice (even ``disable=True``) stands.
+def settle() -> None:
+    """The choice is made: the environment's (applied once) or the program's own ``autolog()``
+    call (even ``disable=True``), which then stands.
 
     The environment variable then never switches tracking on (or back on) by itself,
     and MLflow's ``create_run`` gets back the function the trampoline replaced.
     """
-    settle()
-
-
-def settle() -> None:
-    """The choice is made: the environment variable no longer applies; disarm."""
     global done
     with install_lock:
         done = True

@@ -1,7 +1,7 @@
-"""A run's ``green/`` artifacts: ``report.json``, ``timeline.csv``, ``power.png``, ``nodes.json``.
+"""Putting a report on a run: one batch of metrics and tags, and the ``green/`` artifact files.
 
-Also the two calls that put a report on a run (a batch of metrics and tags, the
-artifact folder), shared by the run hooks and ``mlflow-green sync``.
+The artifacts are ``report.json``, ``timeline.csv``, ``power.png`` (and ``nodes.json``
+for a distributed job). Shared by the run lifecycle, the flusher and ``mlflow-green sync``.
 """
 
 from __future__ import annotations

@@ -201,5 +201,5 @@ def _spool(
         return
     state.warn(
         f"could not log energy to run {run_id} ({error!r}); the report was saved to {path}; "
-        "upload it later with `mlflow-green sync` (or mlflow_green.runs.spool.sync())"
+        "upload it later with `mlflow-green sync`"
     )

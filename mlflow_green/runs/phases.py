@@ -8,7 +8,7 @@ from types import TracebackType
 from mlflow_green._warnings import warn
 from mlflow_green.measure.config import MeasureConfig
 from mlflow_green.measure.report import J_PER_KWH
-from mlflow_green.measure.track import Tracker
+from mlflow_green.measure.tracker import Tracker
 from mlflow_green.runs.tracked import current
 
 # MLflow metric names allow these characters; "/" would split the UI section.
@@ -16,7 +16,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
 
 
 class Phase(Tracker):
-    """A :class:`~mlflow_green.measure.track.Tracker` whose energy is added to the active run."""
+    """A :class:`~mlflow_green.measure.tracker.Tracker` whose energy is added to the active run."""
 
     def __init__(self, name: str, config: MeasureConfig, run_id: str | None) -> None:
         super().__init__(name, config)

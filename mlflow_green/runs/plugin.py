@@ -62,7 +62,7 @@ def install_from_env() -> None:
         if _trampoline.done or not _wanted():
             return
         try:
-            from mlflow_green.runs.autolog import autolog_from_env
+            from mlflow_green.runs.autologging import autolog_from_env
 
             # The hooks wrap whatever create_run is now (maybe the trampoline, which then
             # only forwards): nothing is unpatched before they are in.
@@ -139,10 +139,10 @@ class GreenRunContextProvider:
 
     def __init__(self) -> None:
         _keep_copy_refusals()
-        if _wanted():
+        if _set():
             from mlflow_green.runs import _trampoline
 
-            if not _trampoline.done:
+            if not _trampoline.done and _wanted():
                 _when_imported(_trampoline.CLIENT_MODULE, _arm)
 
     def in_context(self) -> bool:

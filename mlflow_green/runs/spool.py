@@ -281,7 +281,7 @@ def _visit(tracking_uri: str | None, *, upload: bool, log_artifacts: bool) -> li
 def _upload(client: Any, run_id: str, payload: dict[str, Any], log_artifacts: bool) -> None:
     from mlflow.entities import Metric, RunTag
 
-    from mlflow_green.runs.artifacts import log_artifacts, log_batches
+    from mlflow_green.runs import artifacts
 
     # The timestamps and steps are those measured when the run ended, not the sync's.
     metrics = [
@@ -289,9 +289,9 @@ def _upload(client: Any, run_id: str, payload: dict[str, Any], log_artifacts: bo
         for k, v, ts, step, mid in payload["metrics"]
     ]
     tags = [RunTag(k, v) for k, v in payload["tags"].items()]
-    log_batches(client, run_id, metrics, tags)
+    artifacts.log_batches(client, run_id, metrics, tags)
     if log_artifacts and payload.get("log_artifacts", True):
-        log_artifacts(client, run_id, _report_from_dict(payload["report"]))
+        artifacts.log_artifacts(client, run_id, _report_from_dict(payload["report"]))
 
 
 def _unavailable(uri: str) -> str | None:

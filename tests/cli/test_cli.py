@@ -112,6 +112,21 @@ def test_sync_sends_each_report_to_its_own_store_not_mlflow_tracking_uri(
     assert spool.pending() == []
 
 
+def test_sync_no_artifacts_uploads_the_values_and_no_file(spool_folder, report, tmp_path):
+    """``--no-artifacts`` is obeyed even for a report spooled with artifacts wanted."""
+    uri, client, exp = _store(tmp_path / "s")
+    run_id = client.create_run(exp).info.run_id
+    metrics = [Metric(k, v, 1, 0) for k, v in final_metrics(report).items()]
+    spool.write(uri, run_id, report, metrics, [], log_artifacts=True)
+    result = CliRunner().invoke(main, ["sync", "--no-artifacts"])
+    assert result.exit_code == 0, result.output
+    assert client.get_run(run_id).data.metrics["green/energy_kwh"] == pytest.approx(
+        report.energy_kwh
+    )
+    assert client.list_artifacts(run_id) == []
+    assert spool.pending() == []
+
+
 def test_sync_tracking_uri_option_sends_every_report_there(spool_folder, report, tmp_path):
     uri, client, exp = _store(tmp_path / "moved")
     run_id = client.create_run(exp).info.run_id

@@ -24,7 +24,7 @@ from mlflow_green.distributed import job as job_module
 from mlflow_green.distributed.combine import combine
 from mlflow_green.measure.carbon import resolve_intensity
 from mlflow_green.measure.meters.estimate import RamSizeMeter
-from mlflow_green.runs import autolog
+from mlflow_green.runs import autologging
 from tests.fakes.powercap import PowercapTree
 from tests.mlflow_server import server_fixture
 
@@ -340,7 +340,7 @@ def test_without_torch_a_rank_environment_measures_alone(tmp_path, monkeypatch) 
         with mlflow.start_run() as run:
             pass
     finally:
-        autolog.turn_off()
+        autologging.turn_off()
     got = MlflowClient().get_run(run.info.run_id)
     assert got.data.metrics["green/energy_kwh"] >= 0
     assert "green.nodes" not in got.data.tags

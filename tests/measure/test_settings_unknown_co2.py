@@ -23,8 +23,8 @@ from mlflow_green.distributed.combine import combine, contribution
 from mlflow_green.measure.carbon import CarbonIntensity
 from mlflow_green.measure.config import AutologConfig, MeasureConfig
 from mlflow_green.measure.report import J_PER_KWH, EnergyReport
-from mlflow_green.measure.track import Tracker
-from mlflow_green.registry.budgets import BUDGET_CO2EQ_TAG, BUDGET_KWH_TAG, evaluate
+from mlflow_green.measure.tracker import Tracker
+from mlflow_green.registry.rule import BUDGET_CO2EQ_TAG, BUDGET_KWH_TAG, evaluate
 from mlflow_green.runs import spool
 from mlflow_green.runs.artifacts import write_artifacts
 from mlflow_green.runs.names import cumulative_metrics, final_metrics, tags, timeline_metrics

@@ -32,7 +32,7 @@ from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
 import mlflow_green
 from mlflow_green.measure.carbon import resolve_intensity
-from mlflow_green.runs import autolog, spool
+from mlflow_green.runs import autologging, spool
 from tests.mlflow_server import Forwarder, boot_fixture, server_fixture, sqlite_db_copy
 
 mlflow_server = server_fixture()
@@ -407,13 +407,13 @@ def test_disable_removes_every_hook(tracking):
     sigterm_before = signal.getsignal(signal.SIGTERM)
 
     mlflow_green.autolog(country="FRA")
-    assert autolog.is_enabled()
+    assert autologging.is_enabled()
     assert all(TrackingServiceClient.__dict__[n] is not before[n] for n in names)
     assert mlflow.start_run is not start_run_before[1]
     assert signal.getsignal(signal.SIGTERM) is not sigterm_before
 
     mlflow_green.autolog(disable=True)
-    assert not autolog.is_enabled()
+    assert not autologging.is_enabled()
     assert {n: TrackingServiceClient.__dict__[n] for n in names} == before
     assert {n: MlflowClient.__dict__[n] for n in names} == client_before
     assert (fluent.start_run, mlflow.start_run) == start_run_before
@@ -451,7 +451,7 @@ def test_calling_autolog_again_reconfigures(tracking):
 def test_invalid_configuration_raises_at_autolog(tracking, kwargs):
     with pytest.raises(ValueError):
         mlflow_green.autolog(**kwargs)
-    assert not autolog.is_enabled()
+    assert not autologging.is_enabled()
     # An invalid reconfiguration keeps the working one.
     mlflow_green.autolog(country="FRA")
     with pytest.raises(ValueError):
@@ -465,7 +465,7 @@ def test_invalid_environment_variable_raises_at_autolog(tracking, monkeypatch):
     monkeypatch.setenv("MLFLOW_GREEN_PUE", "0.5")
     with pytest.raises(ValueError, match="pue"):
         mlflow_green.autolog()
-    assert not autolog.is_enabled()
+    assert not autologging.is_enabled()
 
 
 def test_silent_run_emits_no_warnings(tracking):

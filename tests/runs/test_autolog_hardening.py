@@ -271,6 +271,7 @@ def order_jobs(tmp_path_factory) -> Iterator[dict]:
     cases += [
         ("env-only", {"MLFLOW_GREEN_AUTOLOG": "ture"}),
         ("env-only", {"MLFLOW_GREEN_AUTOLOG": "true", "MLFLOW_GREEN_COUNTRY": "FRQ"}),
+        ("autolog-before-import", {"MLFLOW_GREEN_AUTOLOG": "ture"}),
     ]
     for order, env in cases:
         key = order if env == {"MLFLOW_GREEN_AUTOLOG": "true"} else f"{order}:{sorted(env.items())}"
@@ -356,6 +357,16 @@ def test_zero_code_value_that_is_not_a_boolean_warns_once(order_jobs):
     assert "MLFLOW_GREEN_AUTOLOG='ture'" in warning and "true/false" in warning
     for run_id in out.split():
         assert _green(store.client, run_id) == ({}, {})
+
+
+def test_a_program_that_calls_autolog_gets_no_warning_about_the_variable(order_jobs):
+    """The program's own ``autolog()`` decides: a bad MLFLOW_GREEN_AUTOLOG is then moot."""
+    job, store = order_jobs["autolog-before-import:[('MLFLOW_GREEN_AUTOLOG', 'ture')]"]
+    out, err = job.finish()
+    assert job.proc.returncode == 0, err[-3000:]
+    assert "mlflow-green:" not in err, err[-3000:]
+    for run_id in out.split():
+        assert _green(store.client, run_id)[0]["green/energy_kwh"] > 0
 
 
 def test_zero_code_with_a_bad_country_measures_energy_and_leaves_co2_unknown(order_jobs):

@@ -119,6 +119,16 @@ def test_sync_uploads_metrics_tags_and_artifacts_then_deletes_the_file(store, re
     assert spool.sync() == []  # nothing left: a second sync is a no-op
 
 
+def test_sync_without_artifacts_uploads_no_file_even_if_the_run_wanted_them(store, report):
+    uri, client, run_id = store
+    spool.write(uri, run_id, report, *_payload(report), log_artifacts=True)
+    assert [r.ok for r in spool.sync(log_artifacts=False)] == [True]
+    assert client.get_run(run_id).data.metrics["green/energy_kwh"] == pytest.approx(
+        report.energy_kwh
+    )
+    assert client.list_artifacts(run_id) == []
+
+
 def test_sync_keeps_what_fails_and_a_later_sync_with_another_uri_uploads_it(
     store, report, monkeypatch
 ):

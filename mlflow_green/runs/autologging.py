@@ -52,7 +52,7 @@ def autolog(
     A resumed run (``mlflow.start_run(run_id=...)``, ``MlflowClient().update_run(id,
     "RUNNING")``) is measured from the resume; its totals add the earlier sessions'.
     """
-    _trampoline.explicit_call()  # the program's own choice: MLFLOW_GREEN_AUTOLOG no longer applies
+    _trampoline.settle()  # the program's own choice: MLFLOW_GREEN_AUTOLOG no longer applies
     if resolve_disable(disable):
         turn_off()
         return
@@ -85,8 +85,9 @@ def autolog_from_env() -> None:
         return
     config = AutologConfig.build(unknown_location_ok=True)
     _enable(config)
-    if config.warnings:
-        warn_current("; ".join(config.warnings))
+    state = tracked.current()
+    if config.warnings and state is not None:
+        state.warn("; ".join(config.warnings))
 
 
 def is_enabled() -> bool:

@@ -1,7 +1,8 @@
 """Measure what ``import mlflow_green`` adds to ``import mlflow`` (``python -X importtime``).
 
-Run from the repository root: ``.venv/bin/python scripts/import_cost.py [--runs 15]``. A
-measurement, not a test (timings want a quiet machine): the tests do not call it.
+Run from the repository root: ``.venv/bin/python bench/import_cost.py [--runs 15]`` for the
+breakdown by module; ``bench/overhead.py`` publishes the figure. A measurement, not a test
+(timings want a quiet machine): the tests do not call it.
 
 ``import mlflow`` itself loads our run-context-provider entry point (``mlflow_green.runs.plugin``),
 so the cost of our package is the self-time of every ``mlflow_green*`` line in the whole output,
@@ -148,6 +149,27 @@ def report(label: str, command: list[str], runs: list[Run]) -> float:
     return statistics.median(ours)
 
 
+def measured_env() -> dict[str, str]:
+    """The environment of the measured interpreters: default settings, ``.pyc`` files used."""
+    # A MLFLOW_GREEN_* variable (zero-code mode, say) would change the cost.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_GREEN_")}
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its .pyc files
+    return env
+
+
+def added_us(runs: int, python: str = sys.executable) -> list[int]:
+    """Per fresh interpreter (after one discarded warm-up): the self-time of our modules plus
+    that of what they pulled in, with the entry point's modules timed (the instrumented
+    command), in microseconds."""
+    env = measured_env()
+    measure(python, INSTRUMENTED, env)
+    return [
+        (run.ours_us + run.pulled_in_us)
+        for run in (measure(python, INSTRUMENTED, env) for _ in range(runs))
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, and exit 1 when the instrumented median is over the threshold."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter to measure")
     parser.add_argument("--threshold-us", type=float, default=1000.0, help="limit on the median")
     args = parser.parse_args(argv)
-    # Default settings: a MLFLOW_GREEN_* variable (zero-code mode, say) would change the cost.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_GREEN_")}
-    env.pop("PYTHONPROFILEIMPORTTIME", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its .pyc files
+    env = measured_env()
 
     figures = {}
     for label, code in (("plain", PLAIN), ("instrumented", INSTRUMENTED)):
