@@ -31,14 +31,14 @@ test: lint
 # Each benchmark saves bench/results/<name>.json and regenerates docs/benchmarks.md (about
 # 15 minutes in all; timings want a quiet machine: BENCH_ARGS="--wait-quiet 600" waits for it).
 # bench/gpu_validation.py needs an NVIDIA GPU: run it by hand where there is one.
-BENCHES := overhead run_overhead accuracy short_runs rank_scale gate_latency distributed
+BENCHES := overhead import_cost run_overhead accuracy short_runs rank_scale gate_latency distributed
 BENCH_ARGS ?=
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
 		$(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 
-# The same, each under a minute: indicative figures, marked as such in the document.
+# The same, each under a minute: indicative figures in bench/results/quick/, never published.
 bench-quick: $(STAMP)
 	@for b in $(BENCHES); do echo "== bench/$$b.py --quick"; \
 		$(BIN)/python bench/$$b.py --quick $(BENCH_ARGS) || exit 1; done

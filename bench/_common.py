@@ -3,7 +3,9 @@
 Each script ends with :func:`save`, which writes ``bench/results/<name>.json``
 (the figures, the exact command, the machine, its load average before and
 after) and re-renders ``docs/benchmarks.md`` from every results file there, so
-any one script run alone (``--quick`` included) regenerates the document.
+any one script run alone regenerates the document. A ``--quick`` run writes
+``bench/results/quick/<name>.json`` instead and leaves the published figures
+and the document alone.
 """
 
 from __future__ import annotations
@@ -157,10 +159,14 @@ def save(name: str, args: argparse.Namespace, results: dict[str, Any], render: b
         "machine": machine(),
         "results": results,
     }
-    path = RESULTS / f"{name}.json"
+    folder = RESULTS / "quick" if record["quick"] else RESULTS
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"results: {os.path.relpath(path, ROOT)}")
-    if render:
+    if record["quick"]:  # indicative only: the published figures come from full runs
+        print("a --quick run: docs/benchmarks.md keeps the figures of the last full runs")
+    elif render:
         from report import render_docs
 
         print(f"rendered: {os.path.relpath(render_docs(), ROOT)}")

@@ -1,8 +1,8 @@
 """Measure what ``import mlflow_green`` adds to ``import mlflow`` (``python -X importtime``).
 
-Run from the repository root: ``.venv/bin/python bench/import_cost.py [--runs 15]`` for the
-breakdown by module; ``bench/overhead.py`` publishes the figure. A measurement, not a test
-(timings want a quiet machine): the tests do not call it.
+Run from the repository root: ``python bench/import_cost.py [--runs N] [--quick]``; it prints
+the breakdown by module and saves ``bench/results/import_cost.json`` for docs/benchmarks.md. A
+measurement, not a test (timings want a quiet machine): the tests do not call it.
 
 ``import mlflow`` itself loads our run-context-provider entry point (``mlflow_green.runs.plugin``),
 so the cost of our package is the self-time of every ``mlflow_green*`` line in the whole output,
@@ -13,7 +13,7 @@ does not time (only the ``import`` statement is), so the plain command misses th
 modules that the entry point names and of their packages (``mlflow_green``, ``mlflow_green.runs``,
 ``mlflow_green.runs.plugin``). The instrumented command routes that one ``import_module`` (the one
 ``importlib.metadata`` calls for entry points) through ``__import__`` so that they are timed too;
-the verdict uses the instrumented figure. Both figures are printed, each as median and max over
+the published figure is the instrumented one. Both figures are printed, each as median and max over
 ``--runs`` fresh interpreters, after one discarded warm-up run of each (``.pyc`` files, disk cache).
 Also printed: modules outside the package first imported under one of ours (what our modules
 pulled in; an upper bound, since MLflow may have imported some of them later anyway).
@@ -21,7 +21,6 @@ pulled in; an upper bound, since MLflow may have imported some of them later any
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import _common
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "mlflow_green"
@@ -117,8 +119,8 @@ def _median_by_name(runs: list[Run], attr: str) -> dict[str, float]:
     }
 
 
-def report(label: str, command: list[str], runs: list[Run]) -> float:
-    """Print one command's figures; return its median of our self-time sum."""
+def report(label: str, command: list[str], runs: list[Run]) -> dict[str, Any]:
+    """Print one command's figures; return them (microseconds)."""
     ours = [run.ours_us for run in runs]
     pulled = [run.pulled_in_us for run in runs]
     print(f"\n== {label}: {' '.join(command)!s}")
@@ -146,7 +148,17 @@ def report(label: str, command: list[str], runs: list[Run]) -> float:
         )
     if not any(f"{PACKAGE}.runs.plugin" in run.per_module for run in runs):
         print(f"   note: {PACKAGE}.runs.plugin never appears in this output")
-    return statistics.median(ours)
+    return {
+        "command": " ".join(command),
+        "median_us": statistics.median(ours),
+        "min_us": min(ours),
+        "max_us": max(ours),
+        "pulled_in_median_us": statistics.median(pulled),
+        "modules_us": dict(
+            sorted(_median_by_name(runs, "per_module").items(), key=lambda kv: -kv[1])
+        ),
+        "mlflow_module_p10_us": statistics.median(floors) if floors else None,
+    }
 
 
 def measured_env() -> dict[str, str]:
@@ -158,43 +170,24 @@ def measured_env() -> dict[str, str]:
     return env
 
 
-def added_us(runs: int, python: str = sys.executable) -> list[int]:
-    """Per fresh interpreter (after one discarded warm-up): the self-time of our modules plus
-    that of what they pulled in, with the entry point's modules timed (the instrumented
-    command), in microseconds."""
-    env = measured_env()
-    measure(python, INSTRUMENTED, env)
-    return [
-        (run.ours_us + run.pulled_in_us)
-        for run in (measure(python, INSTRUMENTED, env) for _ in range(runs))
-    ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Measure, print, and exit 1 when the instrumented median is over the threshold."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15, help="fresh interpreters per command")
+def main() -> None:
+    """Measure both commands; print, save ``bench/results/import_cost.json``, render the doc."""
+    parser = _common.parser(__doc__, "5 interpreters per command")
+    parser.add_argument("--runs", type=int, default=None, help="fresh interpreters per command")
     parser.add_argument("--python", default=sys.executable, help="interpreter to measure")
-    parser.add_argument("--threshold-us", type=float, default=1000.0, help="limit on the median")
-    args = parser.parse_args(argv)
+    args = parser.parse_args()
+    _common.begin(args)
+    runs = args.runs or (5 if args.quick else 25)
     env = measured_env()
-
     figures = {}
     for label, code in (("plain", PLAIN), ("instrumented", INSTRUMENTED)):
         measure(args.python, code, env)  # warm-up, discarded
-        runs = [measure(args.python, code, env) for _ in range(args.runs)]
-        command = [args.python, "-X", "importtime", "-c", repr(code)]
-        figures[label] = report(label, command, runs)
-
-    median = figures["instrumented"]
-    verdict = "PASS" if median <= args.threshold_us else "FAIL"
-    print(
-        f"\n{verdict}: import mlflow_green adds a median {median:.0f} us to import mlflow"
-        f" (instrumented; plain importtime shows {figures['plain']:.0f} us);"
-        f" threshold {args.threshold_us:.0f} us"
-    )
-    return 0 if verdict == "PASS" else 1
+        measured = [measure(args.python, code, env) for _ in range(runs)]
+        figures[label] = report(label, ["python", "-X", "importtime", "-c", repr(code)], measured)
+    added = figures["instrumented"]["median_us"]
+    print(f"\nimport_cost_us={added:.0f} (plain importtime: {figures['plain']['median_us']:.0f})")
+    _common.save("import_cost", args, {"runs": runs, **figures})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -36,7 +36,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import _common
-import import_cost
 import psutil
 
 CONTENDERS = ("none", "mlflow-green", "codecarbon-1s", "codecarbon-default", "system-metrics")
@@ -157,16 +156,6 @@ def _median_stderr(values: list[float]) -> float:
     return 1.25 * _robust_sd(values) / len(values) ** 0.5
 
 
-def import_cost_ms(repeats: int) -> float:
-    """Median time mlflow-green's modules (and what they pull in) add to ``import mlflow``, ms.
-
-    MLflow loads the plugin entry point during ``import mlflow``, through
-    ``importlib``, which ``-X importtime`` does not time: ``import_cost`` routes that
-    load through ``__import__`` so that every module of ours is counted.
-    """
-    return statistics.median(import_cost.added_us(repeats)) / 1000
-
-
 def main() -> None:
     """Run the interleaved rounds; print and save the ratios."""
     parser = _common.parser(__doc__, "2 rounds of 0.8 s trials")
@@ -283,8 +272,6 @@ def main() -> None:
                 f"(<= {share:.3%} of a core)"
             )
     results["tick_s"] = tick_s
-    results["import_cost_ms"] = import_cost_ms(3 if args.quick else 7)
-    print(f"import cost added to `import mlflow`: {results['import_cost_ms']:.1f} ms")
     loop = results["workloads"]["cpu-loop"]["ratios"]
     print(
         f"overhead_ratio={loop['mlflow-green']['median']:.4f} "
