@@ -30,6 +30,7 @@ TIMED = (
     "gate_latency",
     "distributed",
     "gpu_validation",
+    "serving",
 )
 #: Cores other jobs kept busy, on average, above which a run's timings are marked perturbed.
 OTHERS_BUSY = 0.1
@@ -457,6 +458,55 @@ def _gate(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _meets(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _serving(r: dict[str, Any]) -> list[str]:
+    plain, metered = r["plain"], r["metered"]
+    rows = [
+        (
+            label,
+            f"{v['requests_per_s']:.1f}",
+            f"{v['p50_ms']:.2f}",
+            f"{v['p99_ms']:.2f}",
+        )
+        for label, v in (("plain", plain), ("metered (zero-code mode)", metered))
+    ]
+    rows.append(
+        (
+            "metered - plain",
+            f"{metered['requests_per_s'] - plain['requests_per_s']:+.1f}",
+            f"{r['p50_added_ms']:+.2f}",
+            f"{metered['p99_ms'] - plain['p99_ms']:+.2f}",
+        )
+    )
+    ratio, rounds = r["throughput_ratio"], r.get("throughput_ratio_rounds")
+    spread = f" (round by round: {_ratio(rounds)})" if rounds else ""
+    error = r["j_per_token_error_pct"]
+    complete = r.get("served_requests") == r.get("sent_requests")
+    return [
+        f"Two `mlflow models serve --workers {r.get('workers', 2)}` servers of the same text "
+        "model at once, one plain, one under zero-code mode (metering and the Prometheus "
+        f"exporter on; flush interval {r.get('flush_interval_s', 30.0):g} s, the default); "
+        f"{r['rounds']} rounds of {r['requests_per_round']} requests, "
+        f"{r.get('concurrency', 4)} at a time, alternating which server goes first:",
+        "",
+        *_table(("server", "requests/s", "p50 ms", "p99 ms"), rows),
+        "",
+        f"- Throughput ratio plain/metered: {ratio:.4f}{spread} "
+        f"(target <= 1.02: {_meets(ratio <= 1.02)}).",
+        f"- p50 latency added: {r['p50_added_ms']:+.3f} ms "
+        f"(target <= 0.5 ms: {_meets(r['p50_added_ms'] <= 0.5)}).",
+        f"- J per output token on the scripted GPU: {r['j_per_token']:.6g} J against the "
+        f"ground truth {r['j_per_token_truth']:.6g} J, error {_pct(error, 3)} "
+        f"(target within 1%: {_meets(abs(error) <= 1.0)}).",
+        f"- Requests in the serving run's final values: {r.get('served_requests')} of "
+        f"{r.get('sent_requests')} sent ({'all' if complete else '**some lost**'}).",
+        "",
+    ]
+
+
 def _gpu(record: dict[str, Any] | None) -> list[str]:
     out = ["## GPU: NVML energy counter vs integrated power vs CodeCarbon (H100)", ""]
     recorded = record is None or record.get("quick")
@@ -617,6 +667,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "rank_scale": ("## Ranking 10,000 model versions", _rank),
     "gate_latency": ("## Registry gate latency", _gate),
     "distributed": ("## Distributed jobs: one run for every rank", _distributed),
+    "serving": ("## Serving: throughput and latency with metering", _serving),
 }
 
 

@@ -33,10 +33,18 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--energy",
-    type=click.Choice(["train", "inference"]),
+    type=click.Choice(["train", "inference", "lifecycle"]),
     default="train",
     show_default=True,
-    help="Training kWh of the run, or inference Wh per 1,000 predictions.",
+    help="Training kWh of the run, inference Wh per 1,000 predictions, or training plus "
+    "--queries queries (kWh).",
+)
+@click.option(
+    "--queries",
+    type=int,
+    default=None,
+    metavar="N",
+    help="With --energy lifecycle (and only then): the number of queries served.",
 )
 @click.option(
     "--format",
@@ -63,6 +71,7 @@ def rank(
     models: tuple[str, ...],
     lower_is_better: bool,
     energy: str,
+    queries: int | None,
     fmt: str,
     plot: str | None,
     tracking_uri: str | None,
@@ -70,9 +79,19 @@ def rank(
     """Rank registered model versions by quality per kWh, with the Pareto front.
 
     Versions lacking the metric or the energy come last with a reason. Reads only.
+    break_even_queries: queries after which serving has used as much energy as training.
     """
     from mlflow_green.registry.rank import RankingError, rank_models
 
+    # Checked here too, to name the options rather than rank_models' arguments.
+    if energy == "lifecycle" and queries is None:
+        raise BadInput("--energy lifecycle needs --queries N (a positive integer)")
+    if energy != "lifecycle" and queries is not None:
+        raise BadInput(
+            f"--queries {queries} applies only to --energy lifecycle; got --energy {energy}"
+        )
+    if queries is not None and queries < 1:
+        raise BadInput(f"--queries must be a positive integer, got {queries}")
     try:
         frame = rank_models(
             metric=metric,
@@ -80,6 +99,7 @@ def rank(
             greater_is_better=not lower_is_better,
             energy=energy,
             tracking_uri=tracking_uri,
+            queries=queries,
         )
     except RankingError as exc:
         raise BadInput(str(exc)) from None
@@ -114,13 +134,22 @@ def to_table(frame: pd.DataFrame) -> str:
 
     attrs = frame.attrs
     metric, energy_col, ratio_col = attrs["metric"], attrs["energy_column"], attrs["ratio_column"]
-    columns = ["rank", "model", "version", "aliases", metric, energy_col]
-    if attrs["energy"] == "train":
-        columns.append("co2eq_kg")
+    columns = ["rank", "model", "version", "aliases", metric]
+    columns += {
+        "train": ["energy_kwh", "co2eq_kg"],
+        "inference": ["inference_wh_per_1k"],
+        "lifecycle": ["energy_kwh", "inference_wh_per_1k", "inference_kwh", energy_col],
+    }[attrs["energy"]]
     if attrs["greater_is_better"]:
         columns.append(ratio_col)
+    columns.append("break_even_queries")
     view = frame[columns].copy()
     view["rank"] = [str(r) if pd.notna(r) else "-" for r in frame["rank"]]
+    # A count of queries reads best whole and grouped (80,000 rather than 8e+04).
+    view["break_even_queries"] = [
+        "-" if pd.isna(q) else f"{q:,.0f}" if q >= 100 else f"{q:.3g}"
+        for q in frame["break_even_queries"]
+    ]
     view["pareto"] = np.where(frame["pareto"], "*", "")
     view["reason"] = frame["reason"]
     return view.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}")
@@ -129,7 +158,8 @@ def to_table(frame: pd.DataFrame) -> str:
 def plot_pareto(frame: pd.DataFrame, path: str) -> None:
     """Write the quality/energy plot of a :func:`~mlflow_green.registry.rank.rank_models` frame.
 
-    Quality on the y axis, energy (kWh, or Wh per 1,000 predictions) on a log x axis;
+    Quality on the y axis, energy (kWh; Wh per 1,000 predictions; or kWh of training
+    plus the frame's ``queries``) on a log x axis;
     the Pareto front is a highlighted step line. Points are labelled ``name:version``
     (only the front's when there are more than 40 points, to stay legible).
     """
@@ -169,7 +199,10 @@ def plot_pareto(frame: pd.DataFrame, path: str) -> None:
             ha="center",
             transform=ax.transAxes,
         )
-    unit = "Wh per 1,000 predictions" if attrs["energy"] == "inference" else "kWh"
+    unit = {
+        "inference": "Wh per 1,000 predictions",
+        "lifecycle": f"kWh, training + {attrs.get('queries') or 0:,} queries",
+    }.get(attrs["energy"], "kWh")
     ax.set_xlabel(f"{energy_col} ({unit}, log scale)")
     better = "higher" if attrs["greater_is_better"] else "lower"
     ax.set_ylabel(f"{metric} ({better} is better)")

@@ -9,6 +9,7 @@ tracking-server requests grows with pages, never with versions. Only reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +27,38 @@ EXPERIMENTS_PAGE_SIZE = 1_000
 RUN_ID_BATCH = 1_000
 #: Model names per ``name IN (...)`` filter: ``search_model_versions`` is a GET.
 NAMES_PER_FILTER = 100
+#: Requests in flight at once (each is still one request; see :func:`read_all`).
+FETCH_THREADS = 3
+
+
+def read_all(
+    client: MlflowClient, names: list[str] | None, page_size: int
+) -> tuple[list[Any], dict[str, dict[str, list[str]]], dict[str, Any]]:
+    """``(model versions, aliases, runs by id)`` of ``names`` (``None``: every model).
+
+    Requests overlap: runs are fetched for each page of versions while the next page
+    is read, and this process decodes one response while the server prepares the
+    next. The number of requests is the same as one at a time. The first request of
+    each store (tracking, then registry) is made alone: a SQL store creates its
+    tables on first use, which must not race.
+    """
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        ids = experiment_ids(client)
+        aliases_f: Future[dict[str, dict[str, list[str]]]] | None = None
+        versions: list[Any] = []
+        batches: list[Future[list[Any]]] = []
+        seen: set[str] = set()
+        for page in model_version_pages(client, names, page_size):
+            if aliases_f is None:
+                aliases_f = pool.submit(aliases, client, names)
+            versions += page
+            new = [v.run_id for v in page if v.run_id and v.run_id not in seen]
+            seen.update(new)
+            for batch in chunks(list(dict.fromkeys(new)), RUN_ID_BATCH):
+                batches.append(pool.submit(search_runs, client, ids, batch))
+        by_version = aliases_f.result() if aliases_f is not None else aliases(client, names)
+        runs = {run.info.run_id: run for f in batches for run in f.result()}
+    return versions, by_version, runs
 
 
 def _quoted(values: Iterable[str]) -> str:

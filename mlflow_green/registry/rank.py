@@ -4,7 +4,9 @@ A version's training energy is that of the run that produced it (``green/energy_
 logged by :func:`mlflow_green.autolog`); its inference energy is the Wh per 1,000
 predictions that :func:`~mlflow_green.registry.inference.measure_inference` recorded
 (model-version tag ``green.inference_wh_per_1k``, else the run metric
-``green/inference_wh_per_1k``).
+``green/inference_wh_per_1k``). The lifecycle axis adds the two: training plus the
+inference energy of a given number of queries; every frame says after how many
+queries serving has used as much energy as training did (``break_even_queries``).
 
 The registry and the runs are read in bulk (:mod:`mlflow_green.registry._search`):
 the number of tracking-server requests grows with pages, never with versions.
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,10 +29,10 @@ from mlflow_green.registry._search import VERSIONS_PAGE_SIZE
 from mlflow_green.registry.inference import INFERENCE_METRIC, INFERENCE_TAG
 from mlflow_green.registry.rule import CO2EQ_METRIC, ENERGY_METRIC
 
-ENERGY_AXES = ("train", "inference")
+ENERGY_AXES = ("train", "inference", "lifecycle")
 
-#: Requests in flight at once (each is still one request; see :func:`rank_models`).
-FETCH_THREADS = 3
+#: Wh per 1,000 predictions -> kWh per prediction (one query is one prediction).
+WH_PER_1K_PER_KWH_PER_QUERY = 1_000_000.0
 
 
 class RankingError(ValueError):
@@ -51,6 +53,34 @@ def _data_columns(metric: str) -> list[str]:
     ]
 
 
+def _energy_columns(energy: str) -> list[str]:
+    """The columns derived from the two energies, in table order, after the data columns."""
+    lifecycle = ["inference_kwh", "lifecycle_kwh"] if energy == "lifecycle" else []
+    return [*lifecycle, "break_even_queries"]
+
+
+def _checked_queries(energy: str, queries: Any) -> int | None:
+    """``queries`` as an int for the lifecycle axis, ``None`` otherwise; bad values raise."""
+    if energy != "lifecycle":
+        if queries is not None:
+            raise RankingError(
+                f"queries={queries!r} applies only to energy='lifecycle' (training plus that "
+                f"many queries); with energy={energy!r} leave it None"
+            )
+        return None
+    if queries is None:
+        raise RankingError(
+            "energy='lifecycle' needs queries: the number of queries served, a positive "
+            "integer (e.g. queries=1_000_000); got queries=None"
+        )
+    # bool is an Integral too, and True queries is surely a mistake.
+    if isinstance(queries, bool) or not isinstance(queries, numbers.Integral) or queries < 1:
+        raise RankingError(
+            f"queries must be a positive integer (the number of queries served), got {queries!r}"
+        )
+    return int(queries)
+
+
 def rank_models(
     metric: str = "accuracy",
     model_names: Sequence[str] | str | None = None,
@@ -58,6 +88,7 @@ def rank_models(
     energy: str = "train",
     tracking_uri: str | None = None,
     *,
+    queries: int | None = None,
     page_size: int = VERSIONS_PAGE_SIZE,
 ) -> pd.DataFrame:
     """Rank registered model versions by quality per unit of energy.
@@ -66,12 +97,24 @@ def rank_models(
     with the columns ``model``, ``version`` (int), ``aliases`` (comma-separated),
     ``run_id``, ``<metric>`` (the run's latest value), ``energy_kwh`` and ``co2eq_kg``
     (the run's training energy, kWh with PUE, and emissions, kg CO2eq),
-    ``inference_wh_per_1k`` (Wh per 1,000 predictions), the ratio column, ``pareto``,
-    ``rank`` (1 = best; ``<NA>`` for unranked rows) and ``reason``.
+    ``inference_wh_per_1k`` (Wh per 1,000 predictions), ``break_even_queries``, the
+    ratio column, ``pareto``, ``rank`` (1 = best; ``<NA>`` for unranked rows) and
+    ``reason``.
 
-    The energy axis is ``energy_kwh`` with ``energy="train"`` and
-    ``inference_wh_per_1k`` with ``energy="inference"``; the ratio column is
-    ``<metric>_per_kwh`` or ``<metric>_per_wh_per_1k`` respectively.
+    The energy axis is ``energy_kwh`` with ``energy="train"``,
+    ``inference_wh_per_1k`` with ``energy="inference"``, and ``lifecycle_kwh`` with
+    ``energy="lifecycle"``; the ratio column is ``<metric>_per_kwh``,
+    ``<metric>_per_wh_per_1k`` or ``<metric>_per_lifecycle_kwh`` respectively.
+
+    ``energy="lifecycle"`` needs ``queries`` (a positive integer; refused on the other
+    axes): the frame gains ``inference_kwh``, the energy of that many queries
+    (``queries * inference_wh_per_1k / 1e6``; one query is one prediction), and
+    ``lifecycle_kwh = energy_kwh + inference_kwh``; a version needs both its training
+    and its inference energy to be ranked.
+
+    ``break_even_queries`` (every axis) is the number of queries after which serving
+    has used as much energy as training did: ``energy_kwh / (inference_wh_per_1k /
+    1e6)``, a float (not rounded), NaN where either energy is unknown or 0.
 
     Ordering:
 
@@ -87,20 +130,22 @@ def rank_models(
     ``pareto`` is True for a ranked version that no other ranked version matches or
     beats on both quality and energy while beating it on one: the best trade-offs.
     ``DataFrame.attrs`` holds ``metric``, ``greater_is_better``, ``energy``,
-    ``energy_column`` and ``ratio_column``.
+    ``queries`` (``None`` off the lifecycle axis), ``energy_column`` and ``ratio_column``.
 
     ``tracking_uri`` defaults to MLflow's (``MLFLOW_TRACKING_URI``); the registry is
     read from the same URI. ``page_size`` is the number of model versions per
     ``search_model_versions`` request.
 
     Raises :class:`RankingError` (a ``ValueError``) naming the problem for an unknown
-    model name, a metric that no version's run has, an unknown ``energy`` axis, or a
-    tracking server that cannot be read.
+    model name, a metric that no version's run has, an unknown ``energy`` axis,
+    ``queries`` missing or not a positive integer on the lifecycle axis (or given on
+    another), or a tracking server that cannot be read.
     """
     if not isinstance(metric, str) or not metric.strip():
         raise RankingError(f"metric must be a metric name, got {metric!r}")
     if energy not in ENERGY_AXES:
         raise RankingError(f"energy must be one of {', '.join(ENERGY_AXES)}; got {energy!r}")
+    queries = _checked_queries(energy, queries)
     if isinstance(model_names, str):
         model_names = [model_names]
     names = list(dict.fromkeys(model_names)) if model_names is not None else None
@@ -114,35 +159,14 @@ def rank_models(
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     where = tracking_uri or _current_uri()
     _check_reachable(where)
-    with _reading(where), ThreadPoolExecutor(FETCH_THREADS) as pool:
-        # Requests overlap: runs are fetched for each page of versions while the next
-        # page is read, and this process decodes one response while the server
-        # prepares the next. The number of requests is the same as one at a time.
-        # The first request of each store (tracking, then registry) is made alone:
-        # a SQL store creates its tables on first use, which must not race.
-        experiment_ids = _search.experiment_ids(client)
-        aliases_f: Future[dict[str, dict[str, list[str]]]] | None = None
-        versions: list[Any] = []
-        batches: list[Future[list[Any]]] = []
-        seen: set[str] = set()
-        for page in _search.model_version_pages(client, names, page_size):
-            if aliases_f is None:
-                aliases_f = pool.submit(_search.aliases, client, names)
-            versions += page
-            new = [v.run_id for v in page if v.run_id and v.run_id not in seen]
-            seen.update(new)
-            for batch in _search.chunks(list(dict.fromkeys(new)), _search.RUN_ID_BATCH):
-                batches.append(pool.submit(_search.search_runs, client, experiment_ids, batch))
-        aliases = aliases_f.result() if aliases_f is not None else _search.aliases(client, names)
-        if names is not None:
-            missing = [n for n in names if n not in aliases]
-            if missing:
-                raise RankingError(
-                    "no registered model named "
-                    + ", ".join(repr(n) for n in missing)
-                    + f" at {where}"
-                )
-        runs = {run.info.run_id: run for f in batches for run in f.result()}
+    with _reading(where):
+        versions, aliases, runs = _search.read_all(client, names, page_size)
+    if names is not None:
+        missing = [n for n in names if n not in aliases]
+        if missing:
+            raise RankingError(
+                "no registered model named " + ", ".join(repr(n) for n in missing) + f" at {where}"
+            )
 
     if versions and not any(metric in r.data.metrics for r in runs.values()):
         found = sorted(
@@ -156,7 +180,7 @@ def rank_models(
         hint = f"; metrics found: {', '.join(found[:20])}" if found else ""
         raise RankingError(f"no model version's run has the metric {metric!r}{hint}")
 
-    frame = _frame(versions, aliases, runs, metric, energy, greater_is_better)
+    frame = _frame(versions, aliases, runs, metric, energy, queries, greater_is_better)
     return _order(frame, metric, energy, greater_is_better)
 
 
@@ -201,6 +225,8 @@ def axis_columns(metric: str, energy: str) -> tuple[str, str]:
     """``(energy_column, ratio_column)`` of a ranking on the ``energy`` axis."""
     if energy == "inference":
         return "inference_wh_per_1k", f"{metric}_per_wh_per_1k"
+    if energy == "lifecycle":
+        return "lifecycle_kwh", f"{metric}_per_lifecycle_kwh"
     return "energy_kwh", f"{metric}_per_kwh"
 
 
@@ -210,9 +236,14 @@ def _frame(
     runs: dict[str, Any],
     metric: str,
     energy: str,
+    queries: int | None,
     greater_is_better: bool,
 ) -> pd.DataFrame:
     energy_col, ratio_col = axis_columns(metric, energy)
+    # The energies the axis is made of: each must be known and positive to rank a version.
+    needs = {"train": ["energy_kwh"], "inference": ["inference_wh_per_1k"]}.get(
+        energy, ["energy_kwh", "inference_wh_per_1k"]
+    )
     rows = []
     for v in versions:
         run = runs.get(v.run_id) if v.run_id else None
@@ -237,12 +268,13 @@ def _frame(
                 reasons.append(f"run has no metric '{metric}'")
             elif math.isnan(row[metric]):
                 reasons.append(f"metric '{metric}' is NaN")
-            if energy == "train" and ENERGY_METRIC not in metrics:
+            if "energy_kwh" in needs and math.isnan(row["energy_kwh"]):
                 reasons.append(f"run has no {ENERGY_METRIC} (not measured by mlflow-green)")
-        if energy == "inference" and math.isnan(row[energy_col]):
+        if "inference_wh_per_1k" in needs and math.isnan(row["inference_wh_per_1k"]):
             reasons.append("no inference energy (see mlflow_green.measure_inference)")
-        if not math.isnan(row[energy_col]) and row[energy_col] <= 0:
-            reasons.append(f"{energy_col} is {row[energy_col]:g} (nothing was measured)")
+        for col in needs:
+            if not math.isnan(row[col]) and row[col] <= 0:
+                reasons.append(f"{col} is {row[col]:g} (nothing was measured)")
         row["reason"] = "; ".join(reasons)
         rows.append(row)
     columns = _data_columns(metric)
@@ -250,6 +282,7 @@ def _frame(
     frame["version"] = frame["version"].astype("int64")
     for col in columns[4:]:
         frame[col] = frame[col].astype("float64")
+    _add_energy_columns(frame, queries)
     ok = frame["reason"] == ""
     if greater_is_better:
         frame[ratio_col] = np.where(ok, frame[metric] / frame[energy_col], np.nan)
@@ -266,10 +299,24 @@ def _frame(
         metric=metric,
         greater_is_better=greater_is_better,
         energy=energy,
+        queries=queries,
         energy_column=energy_col,
         ratio_column=ratio_col,
     )
     return frame
+
+
+def _add_energy_columns(frame: pd.DataFrame, queries: int | None) -> None:
+    """``break_even_queries``, and with ``queries`` the lifecycle columns, from the energies."""
+    train_kwh = frame["energy_kwh"]
+    kwh_per_query = frame["inference_wh_per_1k"] / WH_PER_1K_PER_KWH_PER_QUERY
+    if queries is not None:
+        frame["inference_kwh"] = queries * kwh_per_query
+        frame["lifecycle_kwh"] = train_kwh + frame["inference_kwh"]
+    # NaN compares False: an unknown energy gives NaN, like an energy of 0 (nothing was
+    # measured; and no query costs nothing, so 0 Wh would put the break-even at infinity).
+    known = (train_kwh > 0) & (kwh_per_query > 0)
+    frame["break_even_queries"] = np.where(known, train_kwh / kwh_per_query, np.nan)
 
 
 def _order(frame: pd.DataFrame, metric: str, energy: str, greater: bool) -> pd.DataFrame:
@@ -290,6 +337,7 @@ def _order(frame: pd.DataFrame, metric: str, energy: str, greater: bool) -> pd.D
     )
     columns = [
         *_data_columns(metric),
+        *_energy_columns(energy),
         ratio_col,
         "pareto",
         "rank",

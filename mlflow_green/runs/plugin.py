@@ -4,7 +4,8 @@ MLflow loads this run-context provider (entry point ``mlflow.run_context_provide
 while ``import mlflow`` is still in progress, so nothing here may import MLflow
 or the rest of mlflow-green at module level: that import cycle makes MLflow drop
 the provider silently. The hooks are installed on the provider's first use
-instead, which ``start_run`` makes before it creates the run. This module is
+instead, which ``start_run`` makes before it creates the run; in a worker of
+``mlflow models serve``, the scoring server is metered once it is imported. This module is
 also what every ``import mlflow`` pays for: without ``MLFLOW_GREEN_AUTOLOG``
 nothing more of mlflow-green is imported but the registry's copy-refusal fix.
 """
@@ -128,6 +129,21 @@ def _when_imported(name: str, callback: Callable[[], None]) -> None:
         sys.meta_path.insert(0, _AfterImport(name, callback))
 
 
+_SCORING_SERVER = "mlflow.pyfunc.scoring_server"
+
+
+def _meter_serving() -> None:
+    """A model served by ``mlflow models serve`` meters itself (see ``mlflow_green.serving``)."""
+    try:
+        from mlflow_green.serving.hook import install
+
+        install()
+    except Exception as exc:  # never break serving: say so once, serve unmetered
+        from mlflow_green._warnings import warn
+
+        warn(f"mlflow-green: the served model is not metered: {exc!r}", RuntimeWarning)
+
+
 def _arm() -> None:
     from mlflow_green.runs import _trampoline
 
@@ -144,6 +160,7 @@ class GreenRunContextProvider:
 
             if not _trampoline.done and _wanted():
                 _when_imported(_trampoline.CLIENT_MODULE, _arm)
+                _when_imported(_SCORING_SERVER, _meter_serving)
 
     def in_context(self) -> bool:
         install_from_env()

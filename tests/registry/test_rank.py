@@ -1,4 +1,4 @@
-"""Ranking registered models by quality per kWh (issue 4), against a real MLflow.
+"""Ranking registered models by quality per kWh (issue 4) and over a lifecycle (issue 13).
 
 SQLite stores in ``tmp_path`` for the ranking rules and the CLI; the real
 ``mlflow server`` for the request count (counted at MLflow's own HTTP boundary,
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.tracking import fluent
 from mlflow.utils import rest_utils
+from sklearn.datasets import load_digits
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 
 from mlflow_green.cli import main
 from mlflow_green.registry.inference import INFERENCE_METRIC, INFERENCE_TAG, measure_inference
@@ -124,11 +129,13 @@ def test_ranks_by_accuracy_per_kwh_with_exact_ratios_and_pareto_flags(must_show)
         "energy_kwh",
         "co2eq_kg",
         "inference_wh_per_1k",
+        "break_even_queries",
         "accuracy_per_kwh",
         "pareto",
         "rank",
         "reason",
     ]
+    assert frame["break_even_queries"].isna().all()  # no version has inference energy
     got = list(zip(frame["model"], frame["version"], strict=True))
     assert got == [("beta", 1), ("alpha", 1), ("gamma", 2), ("gamma", 1), ("alpha", 2), ("beta", 2)]
     # Exact: the same float division as here, no rounding on the way.
@@ -374,6 +381,309 @@ def test_measure_inference_records_and_ranks(registry) -> None:
 def test_measure_inference_rejects_bad_repeats() -> None:
     with pytest.raises(ValueError, match="repeats"):
         measure_inference("models:/iris/1", [[1.0]], repeats=0)
+
+
+# -- the lifecycle view: training plus N queries, and the break-even ----------------------------
+
+# (model, accuracy, training kWh or None, inference Wh per 1,000 or None); in this order.
+LIFECYCLE = [
+    ("a", 0.90, 0.002, 0.5),  # cheap to train, dear to serve: 0.502 kWh at 1M queries
+    ("a", 0.95, 0.010, 0.1),  # 0.110 kWh at 1M: the most accurate, front
+    ("b", 0.80, 0.001, None),  # never measured for inference: unranked
+    ("b", 0.85, None, 0.2),  # no training energy: unranked
+    ("c", 0.70, 0.004, 0.05),  # 0.054 kWh at 1M: the least energy, front
+    ("c", 0.85, 0.002, 0.0),  # inference measured as 0 Wh: nothing was measured, unranked
+]
+MILLION = 1_000_000
+
+
+@pytest.fixture
+def lifecycle(registry: Registry) -> Registry:
+    """:data:`LIFECYCLE`: inference energy as the version tag, except ``c`` v1's (run metric)."""
+    for model, accuracy, train_kwh, wh_per_1k in LIFECYCLE:
+        metrics = green_metrics(accuracy, train_kwh)
+        tags = None
+        if model == "c" and wh_per_1k:  # the run's metric, as measure_inference logs it
+            metrics[INFERENCE_METRIC] = wh_per_1k
+        elif wh_per_1k is not None:  # the version's tag, written as measure_inference does
+            tags = {INFERENCE_TAG: repr(wh_per_1k)}
+        registry.version(model, metrics, tags=tags)
+    return registry
+
+
+def lifecycle_kwh(train_kwh: float, wh_per_1k: float, queries: int) -> float:
+    """Training plus ``queries`` predictions at ``wh_per_1k``, as documented (same operations)."""
+    return train_kwh + queries * (wh_per_1k / 1e6)
+
+
+def test_lifecycle_ranks_by_training_plus_queries(lifecycle) -> None:
+    frame = rank_models("accuracy", energy="lifecycle", queries=MILLION)
+
+    assert list(frame.columns) == [
+        "model",
+        "version",
+        "aliases",
+        "run_id",
+        "accuracy",
+        "energy_kwh",
+        "co2eq_kg",
+        "inference_wh_per_1k",
+        "inference_kwh",
+        "lifecycle_kwh",
+        "break_even_queries",
+        "accuracy_per_lifecycle_kwh",
+        "pareto",
+        "rank",
+        "reason",
+    ]
+    assert frame.attrs["queries"] == MILLION
+    assert frame.attrs["energy_column"] == "lifecycle_kwh"
+    got = list(zip(frame["model"], frame["version"], strict=True))
+    # c:1 0.70/0.054 = 13.0, a:2 0.95/0.110 = 8.6, a:1 0.90/0.502 = 1.8; then the unranked.
+    assert got == [("c", 1), ("a", 2), ("a", 1), ("b", 1), ("b", 2), ("c", 2)]
+    ranked = frame.iloc[:3]
+    expected = [lifecycle_kwh(0.004, 0.05, MILLION), lifecycle_kwh(0.010, 0.1, MILLION)]
+    expected.append(lifecycle_kwh(0.002, 0.5, MILLION))
+    assert ranked["lifecycle_kwh"].tolist() == expected
+    assert ranked["inference_kwh"].tolist() == [MILLION * (w / 1e6) for w in (0.05, 0.1, 0.5)]
+    assert ranked["lifecycle_kwh"].tolist() == pytest.approx([0.054, 0.110, 0.502], rel=1e-12)
+    assert ranked["accuracy_per_lifecycle_kwh"].tolist() == [
+        a / e for a, e in zip((0.70, 0.95, 0.90), expected, strict=True)
+    ]
+    # The front on (accuracy, lifecycle energy): the cheapest and the most accurate;
+    # a:1 is beaten on both by a:2 once a million queries are served.
+    assert frame["pareto"].tolist() == [True, True, False, False, False, False]
+    assert frame["rank"].tolist()[:3] == [1, 2, 3] and frame["rank"].iloc[3:].isna().all()
+    reasons = frame["reason"].tolist()
+    assert reasons[:3] == ["", "", ""]
+    assert "no inference energy" in reasons[3] and "measure_inference" in reasons[3]
+    assert "green/energy_kwh" in reasons[4]
+    assert "inference_wh_per_1k is 0" in reasons[5]
+    assert frame["lifecycle_kwh"].iloc[3:5].isna().all()
+    assert not frame["pareto"].iloc[3:].any()
+
+
+def test_lifecycle_order_follows_the_number_of_queries(lifecycle) -> None:
+    # With one query training dominates: the cheap-to-train a:1 comes first, as on the
+    # training axis; at a million queries its serving energy puts it last (previous test).
+    few = rank_models("accuracy", energy="lifecycle", queries=1)
+    train = rank_models("accuracy", energy="train")
+    ranked = list(zip(few["model"], few["version"], strict=True))[:3]
+    assert ranked == [("a", 1), ("c", 1), ("a", 2)]
+    assert [k for k in zip(train["model"], train["version"], strict=True) if k in ranked] == ranked
+    assert few["lifecycle_kwh"].iloc[0] == lifecycle_kwh(0.002, 0.5, 1)
+    # c:1 trains on twice a:1's energy for less accuracy: off the front while serving is cheap.
+    assert few["pareto"].tolist()[:3] == [True, False, True]
+
+
+def test_break_even_queries_in_every_frame(lifecycle) -> None:
+    frames = {
+        "train": rank_models("accuracy", energy="train"),
+        "inference": rank_models("accuracy", energy="inference"),
+        "lifecycle": rank_models("accuracy", energy="lifecycle", queries=MILLION),
+    }
+    expected = {  # training kWh / (kWh per query); NaN where either is unknown or 0
+        ("a", 1): 0.002 / (0.5 / 1e6),
+        ("a", 2): 0.010 / (0.1 / 1e6),
+        ("b", 1): math.nan,
+        ("b", 2): math.nan,
+        ("c", 1): 0.004 / (0.05 / 1e6),
+        ("c", 2): math.nan,
+    }
+    for energy, frame in frames.items():
+        keys = zip(frame["model"], frame["version"], strict=True)
+        got = dict(zip(keys, frame["break_even_queries"], strict=True))
+        assert got.keys() == expected.keys(), energy
+        for key, value in expected.items():
+            if math.isnan(value):
+                assert math.isnan(got[key]), (energy, key)
+            else:
+                assert got[key] == value, (energy, key)
+    assert expected[("a", 1)] == pytest.approx(4_000, rel=1e-12)
+    assert expected[("a", 2)] == pytest.approx(100_000, rel=1e-12)
+    # The meaning: serving break_even_queries queries costs what training did.
+    at = rank_models("accuracy", model_names=["a"], energy="lifecycle", queries=100_000)
+    row = at[at["version"] == 2].iloc[0]
+    assert row["inference_kwh"] == pytest.approx(row["energy_kwh"], rel=1e-12)
+    assert row["lifecycle_kwh"] == pytest.approx(2 * row["energy_kwh"], rel=1e-12)
+
+
+def test_the_version_tag_wins_over_the_run_metric(registry) -> None:
+    metrics = green_metrics(0.9, 0.003) | {INFERENCE_METRIC: 9.0}
+    registry.version("both", metrics, tags={INFERENCE_TAG: "0.3"})
+    registry.version("both", metrics)  # the run's metric only
+    frame = rank_models("accuracy", energy="lifecycle", queries=10_000)
+    by_version = dict(zip(frame["version"], frame["inference_wh_per_1k"], strict=True))
+    assert by_version == {1: 0.3, 2: 9.0}
+    assert frame["version"].tolist() == [1, 2]  # less serving energy, same training and accuracy
+    assert frame["lifecycle_kwh"].tolist() == [
+        lifecycle_kwh(0.003, 0.3, 10_000),
+        lifecycle_kwh(0.003, 9.0, 10_000),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("energy", "queries", "named"),
+    [
+        ("lifecycle", None, "queries=None"),
+        ("lifecycle", 0, "got 0"),
+        ("lifecycle", -5, "got -5"),
+        ("lifecycle", 1.5, "got 1.5"),
+        ("lifecycle", 1e6, "got 1000000.0"),
+        ("lifecycle", "1000", "got '1000'"),
+        ("lifecycle", True, "got True"),
+        ("train", 1000, "queries=1000 applies only to energy='lifecycle'"),
+        ("inference", 1, "with energy='inference'"),
+    ],
+)
+def test_bad_queries_are_refused_naming_the_value(lifecycle, energy, queries, named) -> None:
+    with pytest.raises(RankingError, match=re.escape(named)) as raised:
+        rank_models("accuracy", energy=energy, queries=queries)
+    assert isinstance(raised.value, ValueError)
+    if energy == "lifecycle":
+        assert "positive integer" in str(raised.value)
+
+
+def test_queries_accepts_any_integer_type(lifecycle) -> None:
+    frame = rank_models("accuracy", energy="lifecycle", queries=np.int64(MILLION))
+    assert frame.attrs["queries"] == MILLION and type(frame.attrs["queries"]) is int
+    assert frame["lifecycle_kwh"].iloc[0] == lifecycle_kwh(0.004, 0.05, MILLION)
+
+
+def test_cli_lifecycle_json_csv_and_table(lifecycle, tmp_path) -> None:
+    frame = rank_models("accuracy", energy="lifecycle", queries=MILLION)
+    result = invoke("--energy", "lifecycle", "--queries", "1000000", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["model"], r["version"]) for r in rows] == list(
+        zip(frame["model"], frame["version"], strict=True)
+    )
+    assert [r["lifecycle_kwh"] for r in rows[:3]] == frame["lifecycle_kwh"].tolist()[:3]
+    assert [r["break_even_queries"] for r in rows] == [
+        None if math.isnan(b) else b for b in frame["break_even_queries"]
+    ]
+    assert rows[3]["lifecycle_kwh"] is None and rows[3]["rank"] is None
+
+    csv = invoke("--energy", "lifecycle", "--queries", "1_000_000", "--format", "csv")
+    assert csv.exit_code == 0, csv.output
+    read = pd.read_csv(io.StringIO(csv.stdout))
+    assert read["accuracy_per_lifecycle_kwh"].iloc[0] == frame["accuracy_per_lifecycle_kwh"][0]
+    assert read["break_even_queries"].iloc[0] == frame["break_even_queries"][0]
+
+    table = invoke("--energy", "lifecycle", "--queries", "1000000").stdout.splitlines()
+    header = table[0].split()
+    for column in ("energy_kwh", "inference_kwh", "lifecycle_kwh", "break_even_queries"):
+        assert column in header
+    assert table[1].split()[:3] == ["1", "c", "1"] and table[1].split()[-1] == "*"
+    assert "80,000" in table[1].split()  # c:1's break-even, whole and grouped
+    # Every axis's table shows the break-even.
+    for energy in ("train", "inference"):
+        assert "break_even_queries" in invoke("--energy", energy).stdout.splitlines()[0]
+
+    out = tmp_path / "lifecycle.png"
+    plotted = invoke("--energy", "lifecycle", "--queries", "1000000", "--plot", str(out))
+    assert plotted.exit_code == 0, plotted.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--energy", "lifecycle"], "--queries"),
+        (["--queries", "1000"], "--queries 1000"),
+        (["--energy", "inference", "--queries", "5"], "--energy inference"),
+        (["--energy", "lifecycle", "--queries", "0"], "got 0"),
+        (["--energy", "lifecycle", "--queries", "-3"], "got -3"),
+        (["--energy", "lifecycle", "--queries", "1e6"], "1e6"),
+        (["--energy", "lifecycle", "--queries", "many"], "many"),
+    ],
+)
+def test_cli_bad_queries_exit_2_naming_them(lifecycle, args, named) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert "Traceback" not in result.output
+
+
+# -- the quick start's models: Must show 3 -------------------------------------------------------
+
+# examples/quickstart.py's procedure on a small subset of its models (same constructors).
+QUICKSTART_MODELS = {
+    "logreg": lambda: LogisticRegression(max_iter=500),
+    "forest-30": lambda: RandomForestClassifier(n_estimators=30, random_state=0),
+    "forest-60": lambda: RandomForestClassifier(n_estimators=60, random_state=0),
+}
+
+
+@pytest.fixture
+def quickstart(registry: Registry, tmp_path, monkeypatch) -> Iterator[tuple[Registry, dict]]:
+    """The quick start's models, trained under autolog and registered as ``digits-<name>``."""
+    import mlflow_green
+
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0)
+    mlflow_green.autolog(country="FRA", silent=True)
+    try:
+        for name, make in QUICKSTART_MODELS.items():
+            with mlflow.start_run(experiment_id=registry.experiment_id, run_name=name):
+                model = make()
+                with mlflow_green.phase("train"):
+                    model.fit(x_train, y_train)
+                with mlflow_green.phase("evaluate"):
+                    accuracy = model.score(x_test, y_test)
+                mlflow.log_metric("accuracy", accuracy)
+                mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    registered_model_name=f"digits-{name}",
+                    input_example=x_test[:2],
+                    pip_requirements=[],  # requirement inference costs seconds; not tested here
+                    skops_trusted_types=["sklearn.tree._tree.Tree"],
+                )
+    finally:
+        mlflow_green.autolog(disable=True)
+    yield registry, {"x_test": x_test}
+
+
+def test_quickstart_models_lifecycle_and_break_even(quickstart) -> None:
+    registry, data = quickstart
+    names = [f"digits-{name}" for name in QUICKSTART_MODELS]
+    measured = {n: measure_inference(f"models:/{n}/1", data["x_test"], repeats=3) for n in names}
+
+    frame = rank_models("accuracy", model_names=names, energy="lifecycle", queries=MILLION)
+
+    assert len(frame) == 3 and (frame["reason"] == "").all(), frame["reason"].tolist()
+    assert frame["rank"].tolist() == [1, 2, 3]
+    for _, row in frame.iterrows():
+        run = registry.client.get_run(row["run_id"])
+        train_kwh = run.data.metrics["green/energy_kwh"]
+        wh_per_1k = measured[row["model"]].wh_per_1k
+        assert train_kwh > 0 and wh_per_1k > 0
+        assert row["energy_kwh"] == train_kwh
+        assert row["inference_wh_per_1k"] == wh_per_1k  # the version's tag, exactly
+        assert row["accuracy"] == run.data.metrics["accuracy"]
+        assert row["lifecycle_kwh"] == lifecycle_kwh(train_kwh, wh_per_1k, MILLION)
+        assert row["accuracy_per_lifecycle_kwh"] == row["accuracy"] / row["lifecycle_kwh"]
+        assert row["break_even_queries"] == train_kwh / (wh_per_1k / 1e6)
+        assert row["break_even_queries"] > 0
+    ratios = frame["accuracy_per_lifecycle_kwh"].tolist()
+    assert ratios == sorted(ratios, reverse=True)
+    expected_front = pareto_front(frame["accuracy"].to_numpy(), frame["lifecycle_kwh"].to_numpy())
+    assert frame["pareto"].tolist() == expected_front.tolist() and frame["pareto"].any()
+
+    # The break-even is the same on every axis, and the CLI prints the front.
+    for energy in ("train", "inference"):
+        other = rank_models("accuracy", model_names=names, energy=energy).set_index("model")
+        assert other.loc[frame["model"], "break_even_queries"].tolist() == (
+            frame["break_even_queries"].tolist()
+        )
+    args = [a for n in names for a in ("--model", n)]
+    result = invoke(*args, "--energy", "lifecycle", "--queries", "1000000")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    front = {line.split()[1] for line in lines[1:] if line.rstrip().endswith("*")}
+    assert front == set(frame.loc[frame["pareto"], "model"])
 
 
 # -- bulk reading through the real server ------------------------------------------------------

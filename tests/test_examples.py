@@ -1,0 +1,107 @@
+"""The examples run as users run them: a subprocess, its own working folder and MLflow store.
+
+``examples/green_inference.py --small``: four variants of one model (fp32, bf16, int8,
+pruned) registered, measured with ``measure_inference`` and ranked by
+``mlflow-green rank --energy inference``, whose table marks the Pareto front.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from mlflow_green.registry.rank import rank_models
+
+ROOT = Path(__file__).resolve().parents[1]
+GREEN_INFERENCE = ROOT / "examples" / "green_inference.py"
+MODEL = "green-inference-digits"
+VARIANTS = {"fp32", "bf16", "int8", "pruned"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run_example(script: Path, cwd: Path, uri: str, *args: str) -> str:
+    """Run ``script`` with ``MLFLOW_TRACKING_URI=uri`` in ``cwd``; its stdout (asserts rc 0)."""
+    # Nothing of the outer environment's MLflow or mlflow-green settings leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=uri)
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,  # seconds on a quiet machine; generous for a busy one
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout
+
+
+def _printed_ranking(stdout: str) -> list[dict[str, str]]:
+    """The ranked rows of the ``mlflow-green rank`` table in ``stdout``: column -> value.
+
+    Ranked rows have no reason, so their last field is the Pareto mark when there is one.
+    """
+    lines = stdout.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "model"]]
+    header = lines[start].split()
+    rows = []
+    for line in lines[start + 1 :]:
+        fields = line.split()
+        if not fields or not fields[0].isdigit():
+            break
+        row = dict(zip(header[:4], fields[:4], strict=True))  # rank model version aliases
+        row["pareto"] = "*" if fields[-1] == "*" else ""
+        rows.append(row)
+    return rows
+
+
+def test_green_inference_ranks_four_variants_by_inference_energy(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+
+    stdout = _run_example(GREEN_INFERENCE, work, uri, "--small")
+
+    # The printed table: four versions ranked, the front marked, one row per variant.
+    ranked = _printed_ranking(stdout)
+    assert [r["rank"] for r in ranked] == ["1", "2", "3", "4"], stdout
+    assert {r["aliases"] for r in ranked} == VARIANTS
+    printed_front = {r["version"] for r in ranked if r["pareto"] == "*"}
+    assert printed_front, stdout
+    # ... and it is the registry's ranking: the same front from the stored figures.
+    frame = rank_models("accuracy", [MODEL], energy="inference", tracking_uri=uri)
+    assert len(frame) == 4 and frame["rank"].notna().all()
+    assert {str(v) for v in frame.loc[frame["pareto"], "version"]} == printed_front
+
+    # The plot, named in the output, written where it says (the working folder by default).
+    (plot_line,) = [line for line in stdout.splitlines() if line.startswith("Plot: ")]
+    plot = Path(plot_line.removeprefix("Plot: "))
+    assert plot == work / "green_inference_pareto.png"
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert not (work / "mlflow.db").exists()  # MLFLOW_TRACKING_URI was honoured
+
+    # Every version: its inference energy, its run's quality and energy; the variants differ.
+    client = MlflowClient(uri, registry_uri=uri)
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert len(versions) == 4
+    aliases = client.get_registered_model(MODEL).aliases
+    assert set(aliases) == VARIANTS
+    size_mb, zeros = {}, {}
+    for variant, number in aliases.items():
+        version = client.get_model_version(MODEL, number)
+        assert float(version.tags["green.inference_wh_per_1k"]) > 0, variant
+        metrics = client.get_run(version.run_id).data.metrics
+        assert metrics["green/inference_wh_per_1k"] > 0, variant
+        assert metrics["green/energy_kwh"] > 0, variant  # training (or deriving) energy
+        assert 0.5 < metrics["accuracy"] <= 1.0, variant  # ten classes: chance is 0.1
+        size_mb[variant] = metrics["model_size_mb"]
+        zeros[variant] = metrics.get("zero_weight_share")
+    assert size_mb["int8"] < size_mb["bf16"] < size_mb["fp32"]
+    assert zeros["pruned"] >= 0.5 > 0.01 > zeros["fp32"]  # --small prunes half the weights
+    assert zeros["int8"] is None  # packed int8 weights: no float Linear left
