@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import numbers
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -217,12 +218,13 @@ class CounterDriver(Driver):
         total = 0
         for output in taken:
             n = self._counter(output)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            # Any integer type (a numpy count from ``len(ids)`` or ``np.sum``), never a bool.
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
                 raise ValueError(
                     f"token_counter must return a non-negative int (output tokens of one "
                     f"prediction), got {n!r} from {self._counter!r}"
                 )
-            total += n
+            total += int(n)
         return TokenCount(0, total)
 
     def check(self, taken: list[Any]) -> None:

@@ -7,11 +7,12 @@ tokenizing never adds to a response's latency.
 Tokens: the output text of a ``transformers``-flavor model is counted with the
 model's own tokenizer (no special tokens); for any other model, text outputs are
 counted as whitespace-separated words (``green.serving_token_counter`` says which);
-outputs with no text count no tokens.
+outputs with no text count no tokens. Of a dict output (a chat completion) only the
+generated-text fields count (:data:`GENERATED_KEYS`), not its ids, roles or finish reasons.
 
 Only generated text counts: a text-generation pipeline answers with the prompt
 followed by its continuation (MLflow's default), so an output that starts with
-its request's prompt counts the output's tokens minus the prompt's, and the
+its request's prompt and goes on counts the output's tokens minus the prompt's, and the
 counter tag says so (``"<counter>, prompt excluded"``); an output that does not
 repeat a prompt of its request is counted whole (the tag is then the counter alone).
 """
@@ -62,6 +63,21 @@ class Counts:
         return cls(**{k: int(data[k]) for k in fields if isinstance(data.get(k), int)})
 
 
+#: The keys of a dict output that hold generated text (chat messages and choices, pipelines'
+#: outputs); a dict's other strings (ids, roles, finish reasons) are not generated text.
+GENERATED_KEYS = frozenset(
+    {"content", "text", "generated_text", "summary_text", "translation_text"}
+)
+
+
+def _length(column: Any) -> int | None:
+    """Rows of one column of a dict output: a list, tuple, array or Series; else None."""
+    if isinstance(column, (list, tuple)):
+        return len(column)
+    shape = getattr(column, "shape", None)
+    return int(shape[0]) if isinstance(shape, tuple) and shape else None
+
+
 def rows(raw: Any) -> int:
     """How many predictions ``raw`` holds: rows of a frame or array, items of a list, else 1."""
     if raw is None:
@@ -72,28 +88,45 @@ def rows(raw: Any) -> int:
     if isinstance(raw, (list, tuple)):
         return len(raw)
     if isinstance(raw, dict):
-        # A dict of columns holds as many predictions as its columns have rows.
-        lengths = [len(v) for v in raw.values() if isinstance(v, (list, tuple))]
-        return max(lengths) if lengths and len(lengths) == len(raw) else 1
+        # A dict of columns (lists, arrays, Series) holds as many predictions as its columns
+        # have rows; any other dict (a chat completion) is one prediction.
+        lengths = [_length(v) for v in raw.values()]
+        if raw and None not in lengths:
+            return max(n for n in lengths if n is not None)
+        return 1
     return 1
 
 
-def texts(raw: Any, depth: int = 0) -> Iterator[str]:
-    """Every string in an output (a frame's cells, nested lists and dicts), in order."""
-    if depth > 6:
+def texts(raw: Any) -> Iterator[str]:
+    """The generated text of an output, in order: its strings (a frame's cells, nested lists),
+    but of a dict only the strings under :data:`GENERATED_KEYS`, at any depth."""
+    yield from _walk(raw, 0, generated_only=True, counted=True)
+
+
+def _strings(raw: Any) -> Iterator[str]:
+    """Every string in ``raw`` (a request's inputs, dict values included), in order."""
+    yield from _walk(raw, 0, generated_only=False, counted=True)
+
+
+def _walk(raw: Any, depth: int, generated_only: bool, counted: bool) -> Iterator[str]:
+    # ``counted``: whether strings here are yielded; in a dict of an output, only under a
+    # generated-text key (a chat completion's id, role and finish reason are not generated).
+    if depth > 8:
         return
     if isinstance(raw, str):
-        yield raw
+        if counted:
+            yield raw
     elif isinstance(raw, dict):
-        for value in raw.values():
-            yield from texts(value, depth + 1)
+        for key, value in raw.items():
+            inside = key in GENERATED_KEYS or not generated_only
+            yield from _walk(value, depth + 1, generated_only, inside)
     elif isinstance(raw, (list, tuple)):
         for value in raw:
-            yield from texts(value, depth + 1)
+            yield from _walk(value, depth + 1, generated_only, counted)
     elif hasattr(raw, "to_numpy") and hasattr(raw, "dtypes"):  # pandas frame or series
-        yield from texts(raw.to_numpy().ravel().tolist(), depth + 1)
+        yield from _walk(raw.to_numpy().ravel().tolist(), depth + 1, generated_only, counted)
     elif hasattr(raw, "dtype") and getattr(raw.dtype, "kind", "") in "OUS":  # numpy of text
-        yield from texts(raw.ravel().tolist(), depth + 1)
+        yield from _walk(raw.ravel().tolist(), depth + 1, generated_only, counted)
 
 
 def prompts(request: Any) -> list[str]:
@@ -112,20 +145,28 @@ def prompts(request: Any) -> list[str]:
         return []
     split = request.get("dataframe_split")
     if isinstance(split, dict):
-        return list(texts(split.get("data")))
+        return list(_strings(split.get("data")))
     for key in ("dataframe_records", "inputs", "instances"):
         if key in request:
-            return list(texts(request[key]))
+            return list(_strings(request[key]))
     return []
 
 
 def continuations(outputs: list[str], inputs: list[str]) -> list[str]:
-    """For each output, the prompt it starts with ("" when none): by position when there are
-    as many outputs as prompts, else the longest prompt of the request it starts with."""
+    """For each output, the prompt it repeats ("" when none): by position when there are
+    as many outputs as prompts, else the longest prompt of the request it repeats.
+
+    An output repeats a prompt only when it starts with it and goes on (is longer): an
+    output identical to an input is generated text (an echo, a translation), counted whole.
+    """
+
+    def repeats(output: str, prompt: str) -> bool:
+        return bool(prompt) and len(output) > len(prompt) and output.startswith(prompt)
+
     if len(outputs) == len(inputs):
-        return [p if p and o.startswith(p) else "" for o, p in zip(outputs, inputs, strict=True)]
+        return [p if repeats(o, p) else "" for o, p in zip(outputs, inputs, strict=True)]
     ordered = sorted({p for p in inputs if p}, key=len, reverse=True)
-    return [next((p for p in ordered if o.startswith(p)), "") for o in outputs]
+    return [next((p for p in ordered if repeats(o, p)), "") for o in outputs]
 
 
 class TokenCounter:

@@ -25,7 +25,7 @@ from mlflow_green.measure.report import J_PER_KWH, EnergyReport
 from mlflow_green.serving.counting import Counts, WorkerCounts
 from mlflow_green.serving.prometheus import Exporter, Totals
 from mlflow_green.serving.settings import ServingSettings
-from mlflow_green.serving.shared import HostLock, SessionFolder, older_sessions
+from mlflow_green.serving.shared import HostLock, SessionFolder, older_sessions, this_host
 
 _log = logging.getLogger(__name__)
 #: How often a worker publishes its counts and tries the host lock.
@@ -156,6 +156,7 @@ class HostMeter:
             "step": self.step,
             "logged_at_ms": int(time.time() * 1000),
             "ended": ended,
+            "host": this_host(),  # only this host judges whether the session is gone
         }
         self.session.save_state(self.state)
 
@@ -173,17 +174,23 @@ class HostMeter:
         from mlflow_green.serving.servingrun import end_stale
 
         for folder in older_sessions(self.settings.key_folder, self.settings.folder):
-            state = SessionFolder(folder).state() or {}
+            session = SessionFolder(folder)
+            if not session.gone():  # a live server sharing this key, or another host's
+                continue
+            state = session.state() or {}
             try:
                 if state.get("run_id") and not state.get("ended"):
-                    end_stale(
+                    ended = end_stale(
                         str(state["run_id"]),
                         state.get("logged_at_ms"),
                         self.settings.experiment,
                         folder.name,
                     )
-            except Exception as exc:
+                    if not ended:  # not its serving run: keep the folder for a person to see
+                        continue
+            except Exception as exc:  # kept: a later session tries again
                 _log.debug("mlflow-green: ending an earlier serving run: %r", exc)
+                continue
             shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
@@ -318,6 +325,9 @@ class Agent:
             self._thread.join(STOP_WAIT_S)  # it may be in a flush to a stalled server
         try:
             self._publish(final=True)  # now, synchronously: the host meter waits for it
+        except Exception as exc:
+            _warn(f"serving metering could not publish its last counts: {exc!r}")
+        try:  # even after a failed publish: the run is ended and the exporter closed
             if self.meter is not None:
                 self.meter.close()
         except Exception as exc:

@@ -3,8 +3,8 @@
 Layout, under ``<folder for this model and port>/``::
 
     host.lock                       # flock'd by the one host meter
-    <session>/counts/<pid>-<t>.json # one worker's cumulative counts (atomic replace);
-                                    # "final": true once the worker has stopped counting
+    <session>/counts/<pid>-<t>.json # one worker's cumulative counts (atomic replace), its
+                                    # pid and host; "final": true once it stopped counting
     <session>/state.json            # the serving run and the energy it already holds
 
 The lock is an exclusive, non-blocking ``fcntl.flock`` held for the holder's
@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import stat
 import time
 from pathlib import Path
@@ -182,7 +183,35 @@ class SessionFolder:
         """Write this worker's cumulative counts; ``final`` once it counts no more."""
         data = {**counts.to_dict(), "token_method": token_method}
         secure_folder(self.counts_dir)  # only this last component is made; the rest checked
-        write_json(self._own, {**data, "pid": os.getpid(), "final": final})
+        record = {**data, "pid": os.getpid(), "host": this_host(), "final": final}
+        write_json(self._own, record)
+
+    def gone(self) -> bool:
+        """Whether every server of this session is gone, so its folder may be cleaned up.
+
+        Only a session judged on its own host: each of its counts files names this host
+        and a pid that no longer runs here (a zombie counts as gone). A session with a
+        live worker (two servers of one key: a port given by hand, two bind addresses),
+        a file from another host (a folder shared over NFS), a file that names no host,
+        or no worker on file yet (a server starting) is never gone.
+        """
+        state = self.state() or {}
+        if state.get("host", this_host()) != this_host():
+            return False
+        try:
+            paths = list(self.counts_dir.glob("*.json")) if self.counts_dir.is_dir() else []
+        except OSError:
+            return False
+        if not paths:
+            return False
+        for path in paths:
+            data = read_json(path)
+            if data is None or data.get("host") != this_host():
+                return False
+            pid = data.get("pid")
+            if not isinstance(pid, int) or pid <= 0 or alive(pid):
+                return False
+        return True
 
     def unfinished(self) -> list[int]:
         """Live workers whose counts are not final yet (their last requests may be missing)."""
@@ -219,6 +248,11 @@ class SessionFolder:
         write_json(self.state_path, state)
 
 
+def this_host() -> str:
+    """This machine's name, recorded in the shared files: a session is judged only on its host."""
+    return socket.gethostname()
+
+
 def _pid_of(path: Path) -> int:
     head = path.name.split("-", 1)[0]
     return int(head) if head.isdigit() else 0
@@ -241,8 +275,9 @@ def alive(pid: int) -> bool:
 
 
 def older_sessions(key_folder: Path, current: Path) -> list[Path]:
-    """Folders of earlier sessions of the same model and port (their servers are gone);
-    only safe ones (:func:`check_folder`): never a symlink or another user's folder."""
+    """Folders of the other sessions of the same model and port (some may still serve: see
+    :meth:`SessionFolder.gone`); only safe ones (:func:`check_folder`): never a symlink or
+    another user's folder."""
     try:
         check_folder(key_folder)
         names = sorted(os.listdir(key_folder))

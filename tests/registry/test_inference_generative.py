@@ -453,6 +453,23 @@ def test_limits_a_model_cannot_take_are_refused_before_measuring(tiny, scripted)
     )
 
 
+def test_a_token_counter_may_return_a_numpy_integer(tiny, scripted) -> None:
+    """``len(ids)`` of an array or ``np.sum(...)`` is a count too (numpy integer types)."""
+    import numpy as np
+
+    def numpy_words(prediction) -> np.int64:
+        return np.int64(words(prediction))
+
+    result = measure_inference(
+        scripted, PROMPTS[:2], repeats=1, warmup=0, token_counter=numpy_words, record=False
+    )
+    plain = measure_inference(
+        scripted, PROMPTS[:2], repeats=1, warmup=0, token_counter=words, record=False
+    )
+    assert result.output_tokens == plain.output_tokens > 0
+    assert type(result.output_tokens) is int
+
+
 def test_a_bad_token_counter_fails_after_the_first_pass_without_warmup(tiny, scripted) -> None:
     _, client = tiny
     with pytest.raises(ValueError, match=r"non-negative int.*-1"):

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,6 +80,35 @@ def test_rows_and_texts_of_the_outputs_mlflow_serves() -> None:
     nested = [{"generated_text": "a b"}, {"generated_text": "c"}]
     assert list(texts(nested)) == ["a b", "c"]
     assert list(texts([1.0, 2.0])) == []
+    # Columns of arrays or Series count like lists.
+    assert rows({"a": np.arange(5), "b": np.arange(5)}) == 5
+    assert rows({"a": pd.Series(["x", "y", "z"])}) == 3 and rows({"a": np.arange(2), "b": 1}) == 1
+
+
+def test_only_the_generated_text_of_a_dict_output_counts() -> None:
+    completion = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion",
+        "model": "tiny",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello there"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    assert list(texts(completion)) == ["hello there"]
+    parts = {"content": [{"type": "text", "text": "a b"}], "role": "assistant"}
+    assert list(texts(parts)) == ["a b"]
+    assert list(texts([{"summary_text": "s", "label": "x"}, {"translation_text": "t"}])) == [
+        "s",
+        "t",
+    ]
+    counts = WorkerCounts()
+    counts.answered(None, completion)
+    total = counts.drain()
+    assert (total.predictions, total.tokens) == (1, 2)
 
 
 def test_words_are_the_fallback_and_counting_waits_for_drain() -> None:
@@ -134,6 +164,10 @@ def test_prompts_of_each_request_format_and_the_outputs_that_repeat_them() -> No
     assert counts.drain().tokens == 2 + 3 and counts.token_method == WORDS + PROMPT_EXCLUDED
     counts.answered(None, ["echo a b done"], json.dumps({"inputs": ["a b"]}))
     assert counts.drain().tokens == 5 + 4 and counts.token_method == WORDS
+    # An output identical to its input is generated text (an echo), not a repeated prompt.
+    assert continuations(["a b"], ["a b"]) == [""]
+    counts.answered(None, ["a b"], json.dumps({"inputs": ["a b"]}))
+    assert counts.drain().tokens == 9 + 2 and counts.token_method == WORDS
 
 
 _HOLD = """
