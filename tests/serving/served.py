@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import mlflow.pyfunc
 
-from tests.mlflow_server import free_port
+from tests.mlflow_server import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKES = ROOT / "tests" / "fakes"
@@ -138,16 +138,7 @@ class Served:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc, grace_s=30)
 
 
 def texts_request(texts: list[str]) -> bytes:
