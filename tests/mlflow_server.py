@@ -121,16 +121,7 @@ class MlflowServer:
             cmd += ["--registry-store-uri", self.registry_store_uri.format(db=db)]
         if self.gunicorn:
             cmd.append("--gunicorn-opts=--log-level=warning")
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, stopped as a whole
-            )
+        self.proc = start_process_group(cmd, self.root, env, self.log)
 
     def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> float:
         """Wait until ``/health`` answers; returns the seconds waited."""
@@ -150,13 +141,32 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server not healthy after {timeout_s} s:\n{self.tail()}")
 
     def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log, 4000)
 
     def stop(self) -> None:
         stop_process_group(self.proc, grace_s=10)
+
+
+def start_process_group(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> subprocess.Popen:
+    """Start ``cmd`` in a process group of its own (stopped as a whole), output to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def log_tail(log_path: Path, chars: int) -> str:
+    """The last ``chars`` characters of a server's log ("" when it cannot be read)."""
+    try:
+        return log_path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def stop_process_group(proc: subprocess.Popen | None, grace_s: float) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import mlflow.pyfunc
 
-from tests.mlflow_server import free_port, stop_process_group
+from tests.mlflow_server import free_port, log_tail, start_process_group, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKES = ROOT / "tests" / "fakes"
@@ -90,16 +90,7 @@ class Served:
         cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", self.model_uri]
         cmd += ["--env-manager", "local", "-w", str(workers), "-h", "127.0.0.1"]
         cmd += ["-p", str(self.port)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, stopped as a whole
-            )
+        self.proc = start_process_group(cmd, self.root, env, self.log)
 
     def wait_ready(self) -> None:
         def ready() -> bool:
@@ -126,10 +117,7 @@ class Served:
             return exc.code, exc.read()
 
     def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return log_tail(self.log, 6000)
 
     def kill_group(self) -> None:
         """SIGKILL whatever is left of the process group (workers outlive their parent)."""
