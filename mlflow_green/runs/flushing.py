@@ -14,7 +14,7 @@ from mlflow_green import distributed
 from mlflow_green._tracking import probe
 from mlflow_green.measure.report import J_PER_KWH, EnergyReport
 from mlflow_green.runs import artifacts
-from mlflow_green.runs.names import cumulative_metrics, tags, timeline_metrics
+from mlflow_green.runs.names import final_metrics, tags, timeline_metrics
 from mlflow_green.runs.tracked import State, Tracked, current
 
 
@@ -36,11 +36,16 @@ def _flush_loop(state: State) -> None:
         flush_all(state)
 
 
-def flush() -> None:
-    """Write the cumulative energy of every measured run now (the flusher does it periodically)."""
+def flush(timeout_s: float = 10.0) -> None:
+    """Write the cumulative energy of every measured run now (the flusher does it
+    periodically), and wait up to ``timeout_s`` for the ``green/power.png`` charts of ended
+    runs, drawn in the background."""
+    from mlflow_green.runs import rendering
+
     state = current()
     if state is not None:
         flush_all(state)
+    rendering.wait(timeout_s)
 
 
 def flush_all(state: State, known: dict[str, str | None] | None = None) -> None:
@@ -64,6 +69,7 @@ def _flush(state: State, tracked: Tracked, known: dict[str, str | None] | None =
             artifacts.log_batches(tracked.client, tracked.run_id, metrics, run_tags)
             tracked.timeline_logged_s, tracked.tags_logged = until_s, now_tags
             tracked.flushed_step = step
+            tracked.started_logged = True
         except Exception as exc:
             if not tracked.flush_failed:
                 tracked.flush_failed = True
@@ -80,7 +86,7 @@ def live_values(state: State, tracked: Tracked, in_handler: bool = False) -> tup
     report = EnergyReport.from_measurement(measurement, state.config.measure)
     ts = int((report.start_time_s + report.duration_s) * 1000)
     step = tracked.step_offset + int(report.duration_s)
-    cumulative = cumulative_metrics(report)
+    cumulative = final_metrics(report)
     coordinator = None if in_handler else distributed.current()
     if coordinator is not None and tracked.job_key is not None:
         job = coordinator.live(tracked.job_key, report)
@@ -88,7 +94,9 @@ def live_values(state: State, tracked: Tracked, in_handler: bool = False) -> tup
             everything = job.metrics()
             cumulative = {k: everything[k] for k in cumulative if k in everything}
     values = tracked.totals({**cumulative, **phase_metrics(tracked, report.pue)})
-    metrics = [Metric(k, v, ts, step) for k, v in values.items()]
+    zeros = start_points(tracked, report, values)
+    step = max(step, 1) if zeros else step
+    metrics = zeros + [Metric(k, v, ts, step) for k, v in values.items()]
     # The newest point ends at "now", not at a sample: leave it to the next flush.
     until_s = report.timeline[-2].t_s if len(report.timeline) > 1 else float("-inf")
     until_s = max(until_s, tracked.timeline_logged_s)
@@ -96,6 +104,22 @@ def live_values(state: State, tracked: Tracked, in_handler: bool = False) -> tup
     now_tags = tags(report)
     run_tags = [RunTag(k, v) for k, v in now_tags.items() if tracked.tags_logged.get(k) != v]
     return report, metrics, run_tags, now_tags, until_s, step
+
+
+def start_points(
+    tracked: Tracked, report: EnergyReport, values: dict[str, float], max_ms: int | None = None
+) -> list[Any]:
+    """Each figure's 0 at a new run's start (step 0), sent with its first values: a history
+    of one point charts as a lone dot in MLflow's UI, one that starts at 0 as a line. (A
+    resumed run's history starts at its first session.) The caller steps its values >= 1."""
+    from mlflow.entities import Metric
+
+    if tracked.started_logged or tracked.step_offset:
+        return []
+    start_ms = int(report.start_time_s * 1000)
+    if max_ms is not None:  # a run ended "before" it was measured (backdated by its creator)
+        start_ms = min(start_ms, max_ms)
+    return [Metric(k, 0.0, start_ms, 0) for k in values]
 
 
 def timeline_rows(

@@ -63,7 +63,7 @@ def install() -> None:
             if ours:
                 args, kwargs = _with_tags(ours, args, kwargs)
             run = func(self, *args, **kwargs)
-            on_start(self, run.info.run_id, tags_logged=ours)
+            on_start(self, run.info.run_id, tags_logged=ours, run_name=run.info.run_name)
             return run
 
         return wrapper

@@ -10,14 +10,16 @@ rank's energy.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from mlflow_green import distributed
 from mlflow_green._tracking import probe
 from mlflow_green.measure.monitor import get_monitor
 from mlflow_green.measure.report import EnergyReport
-from mlflow_green.runs import artifacts, spool
-from mlflow_green.runs.flushing import ensure_flusher, phase_metrics, timeline_rows
+from mlflow_green.runs import artifacts, rendering, spool
+from mlflow_green.runs.artifacts import PageInfo
+from mlflow_green.runs.flushing import ensure_flusher, phase_metrics, start_points, timeline_rows
 from mlflow_green.runs.names import final_metrics, tags
 from mlflow_green.runs.tracked import State, Tracked, current, safely
 
@@ -35,6 +37,7 @@ def on_start(
     run: Any = None,
     resumed: bool = False,
     tags_logged: dict[str, str] | None = None,
+    run_name: str | None = None,
 ) -> None:
     """Start measuring run ``run_id`` (created through ``client``, or resumed)."""
     state = current()
@@ -52,6 +55,7 @@ def on_start(
         tracked = Tracked(
             run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
         )
+        tracked.run_name = run_name or _run_name(run)
         state.runs[run_id] = tracked
         ensure_flusher(state)
     job = distributed.current()
@@ -60,6 +64,13 @@ def on_start(
             tracked.job_key = job.announce(run_id)
         else:
             job.own_run_started()
+
+
+def _run_name(run: Any) -> str | None:
+    try:
+        return run.info.run_name if run is not None else None
+    except AttributeError:
+        return None
 
 
 def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, float], int]:
@@ -152,9 +163,12 @@ def log_final(
     values = tracked.totals({**summary, **phase_metrics(tracked, report.pue)}, all_keys=True)
     if "green/co2eq_kg" not in summary:  # unknown now: earlier sessions' CO2 is not the total
         values.pop("green/co2eq_kg", None)
-    metrics = [Metric(k, v, now_ms, step) for k, v in values.items()]
+    zeros = start_points(tracked, report, values, now_ms)
+    step = max(step, 1) if zeros else step
+    metrics = zeros + [Metric(k, v, now_ms, step) for k, v in values.items()]
     metrics += timeline_rows(tracked, report, tracked.timeline_logged_s, float("inf"), now_ms)
     all_tags = {**tags(report), **(job_tags or {})}
+    info = page_info(tracked, report, values)
     run_tags = [RunTag(k, v) for k, v in all_tags.items() if tracked.tags_logged.get(k) != v]
     # The summary attached to the run's LoggedModels makes them searchable by energy.
     metrics += [
@@ -169,9 +183,22 @@ def log_final(
         # and the report goes to the spool before anything else is tried.
         artifacts.log_batches(client, tracked.run_id, metrics, run_tags)
         if state.config.log_artifacts:
-            artifacts.log_artifacts(client, tracked.run_id, report, job)
+            artifacts.log_artifacts(client, tracked.run_id, report, job, info, chart=False)
     except Exception as exc:
-        _spool(state, client, tracked.run_id, report, metrics, run_tags, exc)
+        _spool(state, client, tracked.run_id, report, metrics, run_tags, exc, info)
+        return
+    if state.config.log_artifacts:
+        rendering.submit(client, tracked.run_id, report, info, state.warn)
+
+
+def page_info(tracked: Tracked, report: EnergyReport, values: dict[str, float]) -> PageInfo:
+    """What the run's page and chart show beside ``report``: its name and phases."""
+    t0, prefix = report.start_time_s, "green/phase/"
+    return PageInfo(
+        run_name=tracked.run_name,
+        phases=[(n, a - t0, b - t0) for n, a, b in tracked.phase_spans if b > t0],
+        phase_kwh={k[len(prefix) : -4]: v for k, v in values.items() if k.startswith(prefix)},
+    )
 
 
 def _spool(
@@ -182,6 +209,7 @@ def _spool(
     metrics: list,
     run_tags: list,
     error: Exception,
+    info: PageInfo | None = None,
 ) -> None:
     try:
         path = spool.write(
@@ -192,6 +220,7 @@ def _spool(
             run_tags,
             log_artifacts=state.config.log_artifacts,
             error=error,
+            page=asdict(info) if info is not None else None,
         )
     except Exception as exc:
         state.warn(

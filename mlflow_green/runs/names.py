@@ -13,11 +13,14 @@ from mlflow_green.measure.report import EnergyReport, or_unknown
 def final_metrics(report: EnergyReport) -> dict[str, float]:
     """The run's summary metrics: ``green/energy_kwh``, ``green/co2eq_kg`` (not when the
     intensity is unknown: no value is better than a made-up one), ``green/duration_s`` and
-    ``green/energy/<domain>_kwh``."""
+    ``green/energy/<domain>_kwh`` of each domain that has a meter (a machine without a GPU
+    gets no ``gpu_kwh``: a charted 0 would read as a measurement). Logged at every flush
+    too, so that each figure's history is a line, not a lone point."""
     out = cumulative_metrics(report)
     out["green/duration_s"] = report.duration_s
     for domain, kwh in report.energy_kwh_by_domain.items():
-        out[f"green/energy/{domain}_kwh"] = kwh
+        if report.methods.get(domain, "none") != "none":
+            out[f"green/energy/{domain}_kwh"] = kwh
     return out
 
 
@@ -37,15 +40,21 @@ def timeline_metrics(
     """``(key, watts, step, timestamp_ms)`` for timeline points with ``after_s < t_s <= until_s``.
 
     Step is whole seconds since the run started; the timestamp keeps points of
-    sub-second timelines apart.
+    sub-second timelines apart. Watts keep three significant digits: what the meters
+    resolve, and a constant estimate then charts flat instead of auto-scaled µW jitter.
     """
     rows = []
     for point in (p for p in report.timeline if after_s < p.t_s <= until_s):
         ts = int((report.start_time_s + point.t_s) * 1000)
         for domain, watts in point.power_w.items():
             if report.methods.get(domain, "none") != "none":
-                rows.append((f"green/power/{domain}_w", watts, int(point.t_s), ts))
+                rows.append((f"green/power/{domain}_w", significant(watts), int(point.t_s), ts))
     return rows
+
+
+def significant(value: float, digits: int = 3) -> float:
+    """``value`` rounded to ``digits`` significant digits."""
+    return float(f"{value:.{digits}g}")
 
 
 def tags(report: EnergyReport) -> dict[str, str]:

@@ -34,7 +34,8 @@ class Phase(Tracker):
         try:
             # A run autolog measures logs its phases with its other values, in one batch
             # (periodic flush, run end); any other run gets this phase logged now.
-            if add_phase_energy(self.run_id, self.name, report.device_energy_j) is None:
+            span = (report.start_time_s, report.start_time_s + report.duration_s)
+            if add_phase_energy(self.run_id, self.name, report.device_energy_j, span) is None:
                 from mlflow.tracking import MlflowClient
 
                 MlflowClient().log_metric(
@@ -83,13 +84,18 @@ def phase(name: str) -> Phase:
     return Phase(name, config, run_id)
 
 
-def add_phase_energy(run_id: str, name: str, energy_j: float) -> float | None:
-    """Add a phase's joules to a run autolog measures; return the phase's running total, or
-    None when autolog does not measure that run."""
+def add_phase_energy(
+    run_id: str, name: str, energy_j: float, span: tuple[float, float] | None = None
+) -> float | None:
+    """Add a phase's joules (and its ``(start, end)`` in seconds since the epoch) to a run
+    autolog measures; return the phase's running total, or None when autolog does not
+    measure that run."""
     state = current()
     tracked = state.runs.get(run_id) if state is not None else None
     if tracked is None:
         return None
     with tracked.lock:
         tracked.phases_j[name] = tracked.phases_j.get(name, 0.0) + energy_j
+        if span is not None:
+            tracked.phase_spans.append((name, *span))
         return tracked.phases_j[name]

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlflow_green import distributed
 from mlflow_green._tracking import LEAVING_PROBE_TIMEOUT_S, probe
-from mlflow_green.runs import hooks, spool
+from mlflow_green.runs import hooks, rendering, spool
 from mlflow_green.runs.flushing import flush_all, live_values
 from mlflow_green.runs.lifecycle import log_final, on_end
 from mlflow_green.runs.tracked import WARNING_PREFIX, State, current
@@ -92,6 +92,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if current() is not None:
         _end_all_killed()
+    _finish_charts(LEAVING_PROBE_TIMEOUT_S)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -178,11 +179,20 @@ def _flush_at_exit() -> None:
     # Fluent runs still open are ended by MLflow's own atexit handler. A server that does
     # not answer gets nothing: every run on it is final now, so its report is spooled.
     state = current()
-    if state is None:
-        return
-    down: dict[str, str | None] = {}
-    _spool_runs_of_silent_servers(state, down)
-    flush_all(state, down)
+    if state is not None:
+        down: dict[str, str | None] = {}
+        _spool_runs_of_silent_servers(state, down)
+        flush_all(state, down)
+    _finish_charts(rendering.EXIT_WAIT_S)
+
+
+def _finish_charts(timeout_s: float) -> None:
+    # Charts still being drawn get a bounded wait; the rest go to the spool. MLflow ends the
+    # fluent runs left open after this handler: their charts are then drawn at once.
+    try:
+        rendering.finish(timeout_s)
+    except Exception as exc:
+        _log.debug("%s finishing the charts: %r", WARNING_PREFIX, exc)
 
 
 def _spool_runs_of_silent_servers(state: State, down: dict[str, str | None]) -> None:

@@ -44,6 +44,7 @@ def write(
     log_artifacts: bool = True,
     *,
     error: BaseException | str | None = None,
+    page: dict[str, Any] | None = None,
 ) -> Path:
     """Save what could not be logged; return the file. Raises ``OSError`` if the disk refuses.
 
@@ -67,6 +68,7 @@ def write(
         ],
         "tags": {t.key: t.value for t in tags},
         "report": report.to_dict(),
+        "page": page or {},
     }
     # Write then rename: a full disk leaves no half-written report for sync to choke on.
     tmp = temp_json(folder, run_id, payload)
@@ -291,7 +293,8 @@ def _upload(client: Any, run_id: str, payload: dict[str, Any], log_artifacts: bo
     tags = [RunTag(k, v) for k, v in payload["tags"].items()]
     artifacts.log_batches(client, run_id, metrics, tags)
     if log_artifacts and payload.get("log_artifacts", True):
-        artifacts.log_artifacts(client, run_id, _report_from_dict(payload["report"]))
+        info = artifacts.PageInfo.from_dict(payload.get("page"))
+        artifacts.log_artifacts(client, run_id, _report_from_dict(payload["report"]), info=info)
 
 
 def _unavailable(uri: str) -> str | None:

@@ -45,7 +45,12 @@ class Tracked:
     # Step of the last successful flush: the final values get a later one, so that a run's
     # history never holds two totals at one step.
     flushed_step: int = -1
+    # Whether the figures' zero at step 0 reached the run (see flushing.start_points).
+    started_logged: bool = False
     phases_j: dict[str, float] = field(default_factory=dict)
+    # Each ``phase()`` block: (name, start, end), seconds since the epoch; shaded in the charts.
+    phase_spans: list[tuple[str, float, float]] = field(default_factory=list)
+    run_name: str | None = None
     # A resumed run: the additive values its earlier sessions logged, and the first step
     # after them, so that this session's totals are the run's latest values.
     base: dict[str, float] = field(default_factory=dict)

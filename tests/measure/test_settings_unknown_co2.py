@@ -136,9 +136,10 @@ def test_an_unknown_intensity_measures_energy_and_leaves_co2_unknown_everywhere(
     assert data["co2eq_kg"] is None and data["carbon_intensity_g_per_kwh"] is None
     assert data["energy_kwh"] == report.energy_kwh
     paths = write_artifacts(report, str(tmp_path))
-    assert [Path(p).name for p in paths] == ["report.json", "timeline.csv", "power.png"]
+    names = ["report.json", "timeline.csv", "report.html", "power.png"]
+    assert [Path(p).name for p in paths] == names
     assert json.loads(Path(paths[0]).read_text())["co2eq_kg"] is None
-    assert Path(paths[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(paths[3]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(report.timeline_frame().columns) == ["t_s", "gpu_w", "cpu_w", "ram_w"]
     # A spooled report (JSON) comes back unknown, not zero.
     back = spool._report_from_dict(json.loads(report.to_json()))

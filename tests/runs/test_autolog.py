@@ -131,7 +131,12 @@ def assert_green_run(
     assert m["green/co2eq_kg"] == pytest.approx(m["green/energy_kwh"] * intensity / 1000, rel=1e-9)
     assert m["green/duration_s"] > 0
     pue = float(t["green.pue"])
-    by_domain = [m[f"green/energy/{d}_kwh"] for d in DOMAINS]
+    # Only domains with a meter are logged (no GPU here: no gpu_kwh charted at 0).
+    metered = [d for d in DOMAINS if t[f"green.{d}_meter"] != "none"]
+    assert {k for k in m if k.startswith("green/energy/")} == {
+        f"green/energy/{d}_kwh" for d in metered
+    }
+    by_domain = [m[f"green/energy/{d}_kwh"] for d in metered]
     # Every kWh figure includes the PUE: the domains add up to the total.
     assert m["green/energy_kwh"] == pytest.approx(sum(by_domain), rel=1e-9)
     assert pue >= 1.0
@@ -147,8 +152,14 @@ def assert_green_run(
             history = client.get_metric_history(run_id, key)
             assert history and max(h.timestamp for h in history) <= run.info.end_time
     if artifacts:
+        mlflow_green.flush()  # the chart is drawn in the background: wait for it
         names = {f.path for f in client.list_artifacts(run_id, "green")}
-        assert names == {"green/report.json", "green/timeline.csv", "green/power.png"}
+        assert names == {
+            "green/report.json",
+            "green/timeline.csv",
+            "green/report.html",
+            "green/power.png",
+        }
         report = json.loads(
             Path(client.download_artifacts(run_id, "green/report.json")).read_text()
         )
@@ -385,7 +396,12 @@ def test_periodic_flush_writes_cumulative_energy_to_a_running_run(tracking):
     assert run.data.tags["green.country"] == "FRA"  # tags come with the first flush
     ordered = sorted(history, key=lambda h: (h.step, h.timestamp))
     values = [h.value for h in ordered]
-    assert values == sorted(values) and values[0] > 0  # cumulative: never decreases
+    assert values == sorted(values)  # cumulative: never decreases
+    # The history starts at 0 at the run's start (a line in the UI, not a lone point).
+    assert (ordered[0].step, values[0]) == (0, 0.0) and values[1] > 0
+    assert ordered[0].timestamp == pytest.approx(run.info.start_time, abs=1000)
+    for key in ("green/energy/cpu_kwh", "green/energy/ram_kwh", "green/duration_s"):
+        assert len(client.get_metric_history(run_id, key)) >= 3, key  # every figure has one
     co2 = {
         (h.step, h.timestamp): h.value for h in client.get_metric_history(run_id, "green/co2eq_kg")
     }

@@ -113,7 +113,12 @@ def test_sync_uploads_metrics_tags_and_artifacts_then_deletes_the_file(store, re
         assert run.data.metrics[key] == pytest.approx(value)
     assert run.data.tags["green.cpu_meter"] == report.methods["cpu"]
     names = {f.path for f in client.list_artifacts(run_id, "green")}
-    assert names == {"green/report.json", "green/timeline.csv", "green/power.png"}
+    assert names == {
+        "green/report.json",
+        "green/timeline.csv",
+        "green/report.html",
+        "green/power.png",
+    }
     uploaded = json.loads(Path(client.download_artifacts(run_id, "green/report.json")).read_text())
     assert uploaded["energy_kwh"] == pytest.approx(report.energy_kwh)
     assert spool.sync() == []  # nothing left: a second sync is a no-op

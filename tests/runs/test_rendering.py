@@ -1,0 +1,111 @@
+"""The ``green/`` artifacts of a run: cheap files at its end, the chart in the background,
+nothing lost at exit (real MLflow, SQLite, subprocess jobs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+import mlflow_green
+from mlflow_green.runs import spool
+from tests.mlflow_server import sqlite_db_copy
+
+ARTIFACTS = {"green/report.json", "green/timeline.csv", "green/report.html", "green/power.png"}
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path, monkeypatch, no_green_environment):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow_green.autolog(disable=True)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def _names(client: MlflowClient, run_id: str) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, "green")}
+
+
+def test_a_run_gets_its_page_rounded_timeline_and_chart(sqlite_uri):
+    mlflow_green.autolog(country="FRA", sample_interval_s=0.1)
+    with mlflow.start_run(run_name="forest <30>") as run, mlflow_green.phase("train"):
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:  # busy: the timeline gets a few points
+            sum(i * i for i in range(1000))
+    mlflow_green.flush()  # waits for the chart, drawn in the background
+    client = MlflowClient()
+    run_id = run.info.run_id
+    assert _names(client, run_id) == ARTIFACTS
+    tags = client.get_run(run_id).data.tags
+    metered = [d for d in ("gpu", "cpu", "ram") if tags[f"green.{d}_meter"] != "none"]
+    with open(client.download_artifacts(run_id, "green/timeline.csv"), encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    # Only metered domains (no all-zero gpu_w column here), and no 16-digit floats.
+    assert rows[0] == ["t_s", *(f"{d}_w" for d in metered)]
+    assert len(rows) > 2 and all(len(v) <= 8 for row in rows[1:] for v in row), rows[:3]
+    page = Path(client.download_artifacts(run_id, "green/report.html")).read_text()
+    assert "forest &lt;30&gt;" in page and "forest <30>" not in page  # named, and escaped
+    assert "train" in page
+    png = Path(client.download_artifacts(run_id, "green/power.png")).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+_MANY_RUNS = """
+import mlflow, mlflow_green
+from mlflow_green.runs import rendering
+rendering.EXIT_WAIT_S = 0.0  # leave at once: the charts not drawn yet must wait in the spool
+mlflow_green.autolog(country="FRA")
+ids = []
+for i in range(20):
+    with mlflow.start_run(run_name=f"trial-{i}") as run:
+        with mlflow_green.phase("train"):
+            pass
+    ids.append(run.info.run_id)
+print(" ".join(ids), flush=True)
+"""
+
+
+def test_charts_not_drawn_by_exit_wait_in_the_spool_and_sync_draws_them(tmp_path, monkeypatch):
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    (tmp_path / "job.py").write_text(textwrap.dedent(_MANY_RUNS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_GREEN_SPOOL_DIR=str(tmp_path / "spool"))
+    proc = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ids = proc.stdout.split()
+    assert len(run_ids) == 20
+    client = MlflowClient(uri)
+    # Every run has its cheap artifacts at once; its chart is uploaded or waits in the spool.
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    waiting = {r.run_id: r for r in spool.pending_reports()}
+    assert waiting, "20 charts drawn within 0 s of exit: the test proves nothing"
+    assert proc.stderr.count("power chart(s) were not drawn before exit") == 1  # one warning
+    for run_id in run_ids:
+        names = _names(client, run_id)
+        assert names >= ARTIFACTS - {"green/power.png"}
+        assert ("green/power.png" in names) != (run_id in waiting), run_id
+    for path in spool.pending():
+        page = json.loads(path.read_text())["page"]
+        assert page["run_name"].startswith("trial-") and page["phases"][0][0] == "train"
+    results = spool.sync()
+    assert results and all(r.ok for r in results), [r.error for r in results]
+    for run_id in run_ids:
+        assert _names(client, run_id) == ARTIFACTS, run_id
+        page = Path(client.download_artifacts(run_id, "green/report.html")).read_text()
+        assert client.get_run(run_id).info.run_name in page
