@@ -93,6 +93,34 @@ def probe(
     return reason
 
 
+def local_store_path(uri: str) -> tuple[str, str] | None:
+    """``(kind, absolute path)`` of the local store ``uri`` names, or None when it names none.
+
+    ``kind`` is ``"SQLite database"`` (``sqlite:///relative.db``, ``sqlite:////abs.db``,
+    any ``sqlite+driver``; the path is percent-decoded as SQLAlchemy does) or ``"MLflow
+    file store"`` (``file:///path`` or a plain path). In-memory SQLite (``sqlite://``,
+    ``sqlite:///:memory:``), SQLite URI filenames (``?uri=true``), servers and other
+    databases name no local file (None). Pure: nothing is opened or created.
+    """
+    import urllib.parse
+
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if sep and (scheme == "sqlite" or scheme.startswith("sqlite+")):
+        if not rest.startswith("/"):
+            return None  # in memory ("sqlite://"), or a host SQLAlchemy itself refuses
+        database, _, query = rest[1:].partition("?")
+        if not database or database == ":memory:" or "uri=true" in query.lower():
+            return None
+        return "SQLite database", os.path.abspath(urllib.parse.unquote(database))
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return "MLflow file store", os.path.abspath(urllib.parse.unquote(parsed.path))
+    if not parsed.scheme and uri.strip() and uri not in ("databricks", "databricks-uc", "uc"):
+        return "MLflow file store", os.path.abspath(uri)
+    return None
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a requests error ("[Errno 111] Connection refused")."""
     seen: set[int] = set()

@@ -24,6 +24,7 @@ import pytest
 
 from mlflow_green.measure import monitor as monitor_module
 from mlflow_green.measure.meters.rapl import ROOT_ENV
+from mlflow_green.runs import rendering
 from tests.fakes.powercap import PowercapTree
 
 FAKES = Path(__file__).parent / "fakes"
@@ -51,9 +52,11 @@ def reset_and_wait(timeout_s: float = 10.0) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_monitor() -> Iterator[None]:
-    """Every test starts and ends with no process monitor: hardware is discovered afresh."""
+    """Every test starts and ends with no process monitor: hardware is discovered afresh.
+    The charts of its runs, drawn in the background, are finished before the next test."""
     reset_and_wait()
     yield
+    rendering.wait(60)
     reset_and_wait()
 
 

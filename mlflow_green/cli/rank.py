@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlflow_green.cli._common import BadInput
+from mlflow_green.cli._common import (
+    BadInput,
+    require_existing_store,
+    require_text,
+    resolve_registry_uri,
+    resolve_tracking_uri,
+    tracking_uri_option,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,11 +67,9 @@ if TYPE_CHECKING:
     metavar="FILE.png",
     help="Also write the quality/energy Pareto plot here.",
 )
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    default=None,
-    help="Tracking server (and registry) to read; default MLFLOW_TRACKING_URI.",
+@tracking_uri_option(
+    "Tracking server (and registry) to read (default: MLFLOW_TRACKING_URI, else MLflow's "
+    "default sqlite:///mlflow.db in the current folder)."
 )
 def rank(
     metric: str,
@@ -81,9 +86,11 @@ def rank(
     Versions lacking the metric or the energy come last with a reason. Reads only.
     break_even_queries: queries after which serving has used as much energy as training.
     """
-    from mlflow_green.registry.rank import RankingError, rank_models
-
-    # Checked here too, to name the options rather than rank_models' arguments.
+    # Checked here, before any store is opened, to name the options rather than
+    # rank_models' arguments.
+    require_text(metric, "--metric", "the name of a metric of the runs, e.g. accuracy")
+    for name in models:
+        require_text(name, "--model", "the name of a registered model")
     if energy == "lifecycle" and queries is None:
         raise BadInput("--energy lifecycle needs --queries N (a positive integer)")
     if energy != "lifecycle" and queries is not None:
@@ -92,13 +99,23 @@ def rank(
         )
     if queries is not None and queries < 1:
         raise BadInput(f"--queries must be a positive integer, got {queries}")
+    if plot:
+        _check_plot_path(plot)
+    store = resolve_tracking_uri(tracking_uri)
+    require_existing_store(store.uri, store.source)
+    if store.given is None:  # rank_models then reads MLFLOW_REGISTRY_URI's registry, if set
+        registry = resolve_registry_uri(store)
+        require_existing_store(registry.uri, registry.source)
+
+    from mlflow_green.registry.rank import RankingError, rank_models
+
     try:
         frame = rank_models(
             metric=metric,
             model_names=list(models) or None,
             greater_is_better=not lower_is_better,
             energy=energy,
-            tracking_uri=tracking_uri,
+            tracking_uri=store.given,
             queries=queries,
         )
     except RankingError as exc:
@@ -119,6 +136,15 @@ def rank(
         click.echo(f"Pareto plot written to {plot}", err=True)
 
 
+def _check_plot_path(plot: str) -> None:
+    """:class:`BadInput` unless ``--plot`` names a file in a folder that exists."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(plot))
+    if not os.path.isdir(folder):
+        raise BadInput(f"--plot {plot!r}: the folder {folder} does not exist")
+
+
 def to_json(frame: pd.DataFrame) -> str:
     """The ranking as a JSON list of row objects; NaN/NA are ``null``, floats keep all digits."""
     import json
@@ -135,11 +161,16 @@ def to_table(frame: pd.DataFrame) -> str:
     attrs = frame.attrs
     metric, energy_col, ratio_col = attrs["metric"], attrs["energy_column"], attrs["ratio_column"]
     columns = ["rank", "model", "version", "aliases", metric]
-    columns += {
+    energy_columns = {
         "train": ["energy_kwh", "co2eq_kg"],
         "inference": ["inference_wh_per_1k"],
         "lifecycle": ["energy_kwh", "inference_wh_per_1k", "inference_kwh", energy_col],
     }[attrs["energy"]]
+    if "energy_source" in frame.columns and "energy_kwh" in energy_columns:
+        # Where the training energy comes from ("phase:train" or "run"), beside it.
+        at = energy_columns.index("energy_kwh") + 1
+        energy_columns.insert(at, "energy_source")
+    columns += energy_columns
     if attrs["greater_is_better"]:
         columns.append(ratio_col)
     columns.append("break_even_queries")

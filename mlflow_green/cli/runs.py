@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlflow_green.cli._common import BadInput
+from mlflow_green.cli._common import BadInput, require_existing_store
 
 if TYPE_CHECKING:
     from mlflow_green.runs.spool import SpooledReport, SyncResult
@@ -89,8 +89,6 @@ def _check_sync_options(
     discard_ids: tuple[str, ...],
     discard_undeliverable: bool,
 ) -> None:
-    from mlflow_green.runs import spool
-
     modes = [
         name
         for name, on in (
@@ -114,8 +112,9 @@ def _check_sync_options(
                 "--tracking-uri '': expected a tracking URI such as http://127.0.0.1:5000 "
                 "or sqlite:///path/to/mlflow.db"
             )
-        if (missing := spool.missing_local_store(tracking_uri)) is not None:
-            raise BadInput(f"--tracking-uri {tracking_uri!r}: {missing}")
+        # Reports go to a store that exists: MLflow would create an empty one, whose
+        # runs are all missing.
+        require_existing_store(tracking_uri, "--tracking-uri")
     for run_id in discard_ids:
         if not run_id.strip():
             raise BadInput("--discard '': expected the run id of a spooled report (see --list)")

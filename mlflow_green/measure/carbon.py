@@ -9,6 +9,7 @@ conversion formulas are CodeCarbon's own and are delegated to it.
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import importlib.util
 import json
@@ -164,12 +165,49 @@ def _text(value: Any, label: str, what: str) -> str:
     return value
 
 
+#: Common names of a country that are not its code or CodeCarbon's name for it.
+_COUNTRY_ALIASES = {"UK": "GBR", "GB": "GBR", "BRITAIN": "GBR", "ENGLAND": "GBR", "US": "USA"}
+
+
+def country_suggestions(value: str, n: int = 3) -> list[str]:
+    """Known country codes close to ``value``, best first: a code with a letter wrong
+    (``FRN``: ``FRA``), a two-letter code (``FR``, ``UK``), or a country's name, exact or
+    misspelt (``France``, ``Frnace``: ``FRA``). Empty when nothing is close."""
+    names = available_countries()
+    key = value.strip()
+    by_name = {name.casefold(): code for code, name in names.items()}
+    alias = _COUNTRY_ALIASES.get(key.upper()) or by_name.get(key.casefold())
+    if alias is not None:
+        return [alias]
+    upper = key.upper()
+    codes = difflib.get_close_matches(upper, list(names), n=2 * n, cutoff=0.6)
+
+    def closeness(code: str) -> tuple[int, float, str]:  # a code that starts alike first
+        pairs = enumerate(zip(code, upper, strict=False))
+        alike = next((i for i, (a, b) in pairs if a != b), min(len(code), len(upper)))
+        return -alike, -difflib.SequenceMatcher(None, upper, code).ratio(), code
+
+    codes.sort(key=closeness)
+    if len(key) > 3:
+        matches = difflib.get_close_matches(key.casefold(), list(by_name), n=n, cutoff=0.75)
+        codes = [by_name[m] for m in matches] + codes
+    return list(dict.fromkeys(codes))[:n]
+
+
+def did_you_mean_country(value: str) -> str:
+    """``" Did you mean FRA (France)?"`` for a mistyped country, or ``""``."""
+    names = available_countries()
+    close = [f"{code} ({names[code]})" for code in country_suggestions(value)]
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
 def _check_country(country: str, label: str = "country") -> str:
     code = country.strip().upper()
     if code not in _energy_mix():
         examples = ", ".join(["FRA", "DEU", "USA", "GBR", "IND"])
         raise ValueError(
-            f"{label}={country!r} is not a known country code: expected an ISO 3166-1 alpha-3 "
+            f"{label}={country!r} is not a known country code.{did_you_mean_country(country)} "
+            "Expected an ISO 3166-1 alpha-3 "
             f"code with data in CodeCarbon's energy mix (e.g. {examples}; {len(_energy_mix())} "
             "codes, listed by `mlflow-green countries`). Or give the intensity itself: "
             "carbon_intensity=<g/kWh> or MLFLOW_GREEN_CARBON_INTENSITY."
@@ -193,8 +231,11 @@ def _check_region(country: str, region: str, label: str = "region") -> str:
             return key
     elif key in valid:
         return key
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"{label}={region!r} is not a region of {country}: expected one of {', '.join(valid)}."
+        f"{label}={region!r} is not a region of {country}.{hint} Expected one of "
+        f"{', '.join(valid)}."
     )
 
 

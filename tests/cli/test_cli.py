@@ -34,9 +34,10 @@ def test_regions_of_a_country() -> None:
     assert result.exit_code == 0 and "california" in result.output
 
 
-def test_unknown_country_is_a_usage_error_naming_it() -> None:
+def test_unknown_country_is_an_error_naming_it() -> None:
     result = CliRunner().invoke(main, ["countries", "XYZ"])
     assert result.exit_code == 2 and "'XYZ'" in result.output
+    assert result.output.startswith("Error: COUNTRY 'XYZ'"), result.output
 
 
 def test_sync_with_nothing_spooled(tmp_path, monkeypatch) -> None:
@@ -220,7 +221,10 @@ def test_discard_undeliverable_keeps_reports_it_cannot_check(spool_folder, repor
         (["--list", "--no-artifacts"], "--no-artifacts applies to uploads only"),
         (["--discard", "f", "--tracking-uri", "http://x"], "--tracking-uri applies to uploads"),
         (["--tracking-uri", ""], "--tracking-uri '': expected a tracking URI such as"),
-        (["--tracking-uri", "sqlite:///{tmp}/none.db"], "'sqlite:///{tmp}/none.db': no SQLite"),
+        (
+            ["--tracking-uri", "sqlite:///{tmp}/none.db"],
+            "no SQLite database at {tmp}/none.db: --tracking-uri is sqlite:///{tmp}/none.db",
+        ),
     ],
 )
 def test_sync_bad_input_exits_2_naming_the_value(spool_folder, report, tmp_path, args, message):

@@ -265,16 +265,16 @@ def test_cli_budget_promote_and_errors(local: Registry, tmp_path: Path) -> None:
 
     # Errors are exit 2, not a refusal: unknown model, unknown version, a server that is down.
     result = runner.invoke(cli_registry.gate, [_name("missing"), "1"])
-    assert result.exit_code == 2 and "ERROR" in result.output, result.output
+    assert result.exit_code == 2 and "Error: " in result.output, result.output
     result = runner.invoke(cli_registry.gate, [name, "99"])
-    assert result.exit_code == 2 and "ERROR" in result.output, result.output
+    assert result.exit_code == 2 and "Error: " in result.output, result.output
     down = f"http://127.0.0.1:{free_port()}"
     result = runner.invoke(
         cli_registry.gate,
         [name, under, "--tracking-uri", down],
         env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
     )
-    assert result.exit_code == 2 and "ERROR" in result.output, result.output
+    assert result.exit_code == 2 and "Error: " in result.output, result.output
     assert f"{down} is unreachable" in result.output, result.output  # said at once, by name
     result = runner.invoke(cli_registry.budget, ["set", name, "--max-kwh", "-1"])
     assert result.exit_code == 2 and "non-negative" in result.output, result.output
