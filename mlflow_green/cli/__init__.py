@@ -1,7 +1,7 @@
 """The ``mlflow-green`` command: the click group, and which module holds each subcommand.
 
-``measure`` (countries), ``runs`` (sync), ``registry`` (budget, gate, promote) and
-``rank``. The subcommand modules only define commands (they never import this one);
+``measure`` (countries), ``runs`` (sync), ``registry`` (budget, gate, promote),
+``rank`` and ``report``. The subcommand modules only define commands (they never import this one);
 each imports what it needs when it runs, so that ``mlflow-green --help`` stays fast.
 """
 
@@ -13,6 +13,7 @@ from mlflow_green._version import __version__
 from mlflow_green.cli.measure import countries
 from mlflow_green.cli.rank import rank
 from mlflow_green.cli.registry import budget, gate, promote
+from mlflow_green.cli.report import report
 from mlflow_green.cli.runs import sync
 
 
@@ -22,5 +23,5 @@ def main() -> None:
     """Energy and carbon of machine learning in MLflow."""
 
 
-for _command in (countries, sync, rank, budget, gate, promote):
+for _command in (countries, sync, rank, report, budget, gate, promote):
     main.add_command(_command)

@@ -35,6 +35,8 @@ class PageInfo:
     """``(name, start_s, end_s)`` of each ``phase()`` block, seconds since the run's start."""
     phase_kwh: dict[str, float] = field(default_factory=dict)
     """kWh of each phase (PUE applied), summed over its repeats."""
+    partial: str | None = None
+    """The run's ``green.partial`` tag: why its energy covers only part of it."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PageInfo:
@@ -44,6 +46,7 @@ class PageInfo:
             run_name=data.get("run_name"),
             phases=[(str(n), float(a), float(b)) for n, a, b in data.get("phases", [])],
             phase_kwh={str(k): float(v) for k, v in data.get("phase_kwh", {}).items()},
+            partial=data.get("partial"),
         )
 
 
@@ -92,6 +95,7 @@ def write_artifacts(
         phases=[PhaseSpan(n, a, b) for n, a, b in info.phases],
         phase_kwh=info.phase_kwh,
         job=job_data,
+        partial=info.partial,
     )
     with open(paths[2], "w", encoding="utf-8") as f:
         f.write(page)

@@ -198,6 +198,7 @@ def page_info(tracked: Tracked, report: EnergyReport, values: dict[str, float]) 
         run_name=tracked.run_name,
         phases=[(n, a - t0, b - t0) for n, a, b in tracked.phase_spans if b > t0],
         phase_kwh={k[len(prefix) : -4]: v for k, v in values.items() if k.startswith(prefix)},
+        partial=tracked.tags_logged.get("green.partial"),
     )
 
 
