@@ -1,5 +1,9 @@
 """The examples run as users run them: a subprocess, its own working folder and MLflow store.
 
+``examples/quickstart.py`` (``make demo``): four models trained, their hyperparameters
+logged, registered, and ranked by the energy of their fit; the table it prints is
+``mlflow-green rank``'s, and it writes the Pareto plot and says where to look in the UI.
+
 ``examples/green_inference.py --small``: four variants of one model (fp32, bf16, int8,
 pruned) registered, measured with ``measure_inference`` and ranked by
 ``mlflow-green rank --energy inference``, whose table marks the Pareto front.
@@ -12,11 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from mlflow_green.cli import main
 from mlflow_green.registry.rank import rank_models
 
 ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.py"
+QUICKSTART_MODELS = ["digits-logreg", "digits-forest-30", "digits-forest-300", "digits-mlp-512"]
 GREEN_INFERENCE = ROOT / "examples" / "green_inference.py"
 MODEL = "green-inference-digits"
 VARIANTS = {"fp32", "bf16", "int8", "pruned"}
@@ -105,3 +113,59 @@ def test_green_inference_ranks_four_variants_by_inference_energy(tmp_path: Path)
     assert size_mb["int8"] < size_mb["bf16"] < size_mb["fp32"]
     assert zeros["pruned"] >= 0.5 > 0.01 > zeros["fp32"]  # --small prunes half the weights
     assert zeros["int8"] is None  # packed int8 weights: no float Linear left
+
+
+def _table(stdout: str) -> list[str]:
+    """The lines of the ranking table in ``stdout``: its header up to the first blank line."""
+    lines = stdout.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "model"]]
+    end = lines.index("", start) if "" in lines[start:] else len(lines)
+    return [line.rstrip() for line in lines[start:end]]
+
+
+def test_quickstart_ranks_by_the_fit_as_the_cli_does(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+
+    stdout = _run_example(QUICKSTART, work, uri)
+
+    # The printed ranking is exactly what `mlflow-green rank` prints for the demo's models.
+    printed = _table(stdout)
+    args = ["rank", "--metric", "accuracy", "--tracking-uri", uri]
+    args += [a for name in QUICKSTART_MODELS for a in ("--model", name)]
+    cli = CliRunner().invoke(main, args)
+    assert cli.exit_code == 0, cli.output
+    assert printed == _table(cli.stdout), stdout
+    assert len(printed) == 1 + len(QUICKSTART_MODELS)
+    assert [line.split()[0] for line in printed[1:]] == ["1", "2", "3", "4"]
+
+    # Ranked by each run's train phase (the fit), not the whole run with its logging.
+    frame = rank_models("accuracy", model_names=QUICKSTART_MODELS, tracking_uri=uri)
+    assert sorted(frame["model"]) == sorted(QUICKSTART_MODELS) and frame["rank"].notna().all()
+    assert (frame["energy_source"] == "phase:train").all()
+    assert [line.split()[1] for line in printed[1:]] == frame["model"].tolist()
+    client = MlflowClient(uri)
+    for _, row in frame.iterrows():
+        run = client.get_run(row["run_id"])
+        assert row["energy_kwh"] == run.data.metrics["green/phase/train_kwh"] > 0
+        assert run.data.metrics["green/energy_kwh"] > row["energy_kwh"]
+        assert row["accuracy"] == run.data.metrics["accuracy"]
+        # The hyperparameters are the run's params.
+        assert run.data.params["estimator"] in {
+            "LogisticRegression",
+            "RandomForestClassifier",
+            "MLPClassifier",
+        }
+        if row["model"].startswith("digits-forest"):
+            assert run.data.params["n_estimators"] == row["model"].rsplit("-", 1)[1]
+
+    # The Pareto plot, in the working folder, named in the output; where to look in the UI.
+    plot = work / "pareto.png"
+    assert f"Pareto front: {plot}" in stdout
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert f"mlflow ui --backend-store-uri {uri}" in stdout
+    assert "green/report.html" in stdout and "'mlflow-green-quickstart'" in stdout
+    assert not (work / "mlflow.db").exists()  # MLFLOW_TRACKING_URI was honoured

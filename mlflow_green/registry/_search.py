@@ -4,13 +4,17 @@ Paged ``search_registered_models`` (aliases), paged ``search_model_versions``,
 paged ``search_experiments`` (``search_runs`` needs experiment ids), then
 ``search_runs`` over ``attributes.run_id IN (...)`` batches: the number of
 tracking-server requests grows with pages, never with versions. Only reads.
+:func:`training_energy` reads a run's training energy from the metrics it holds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+from mlflow_green.registry.rule import CO2EQ_METRIC, ENERGY_METRIC
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,6 +33,30 @@ RUN_ID_BATCH = 1_000
 NAMES_PER_FILTER = 100
 #: Requests in flight at once (each is still one request; see :func:`read_all`).
 FETCH_THREADS = 3
+
+#: The training phase's energy (kWh, PUE applied), preferred to the whole run's.
+TRAIN_PHASE_METRIC = "green/phase/train_kwh"
+#: ``energy_source`` values: the run's ``train`` phase, the whole run, or neither known.
+SOURCE_PHASE, SOURCE_RUN, SOURCE_NONE = "phase:train", "run", ""
+
+
+def training_energy(metrics: dict[str, float]) -> tuple[float, float, str]:
+    """``(kWh, kg CO2eq, energy_source)`` of a run's training: its train phase, else the run.
+
+    The phase's CO2eq is its share of the run's (one intensity per run); NaN for an
+    unknown figure.
+    """
+
+    def known(name: str) -> float:
+        value = metrics.get(name)
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    run_kwh, run_co2eq_kg = known(ENERGY_METRIC), known(CO2EQ_METRIC)
+    phase_kwh = known(TRAIN_PHASE_METRIC)
+    if not math.isnan(phase_kwh):
+        share_co2eq_kg = run_co2eq_kg * (phase_kwh / run_kwh) if run_kwh > 0 else math.nan
+        return phase_kwh, share_co2eq_kg, SOURCE_PHASE
+    return run_kwh, run_co2eq_kg, SOURCE_NONE if math.isnan(run_kwh) else SOURCE_RUN
 
 
 def read_all(

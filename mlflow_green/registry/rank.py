@@ -1,12 +1,15 @@
 """Rank registered model versions: quality per unit of energy, and the Pareto front.
 
-A version's training energy is that of the run that produced it (``green/energy_kwh``,
-logged by :func:`mlflow_green.autolog`); its inference energy is the Wh per 1,000
-predictions that :func:`~mlflow_green.registry.inference.measure_inference` recorded
-(model-version tag ``green.inference_wh_per_1k``, else the run metric
-``green/inference_wh_per_1k``). The lifecycle axis adds the two: training plus the
-inference energy of a given number of queries; every frame says after how many
-queries serving has used as much energy as training did (``break_even_queries``).
+A version's training energy is the ``train`` phase of the run that produced it
+(``green/phase/train_kwh``, from :func:`mlflow_green.phase`) where the run has one,
+else the whole run's (``green/energy_kwh``, from :func:`mlflow_green.autolog`, which
+includes logging and registering the model); column ``energy_source`` says which
+(budgets keep the whole run's). Its inference energy is the Wh per 1,000 predictions
+that :func:`~mlflow_green.registry.inference.measure_inference` recorded (version tag
+``green.inference_wh_per_1k``, else the run metric ``green/inference_wh_per_1k``). The
+lifecycle axis adds the two: training plus the inference energy of a given number of
+queries; every frame says after how many queries serving has used as much energy as
+training did (``break_even_queries``).
 
 The registry and the runs are read in bulk (:mod:`mlflow_green.registry._search`):
 the number of tracking-server requests grows with pages, never with versions.
@@ -25,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from mlflow_green.registry import _search
-from mlflow_green.registry._search import VERSIONS_PAGE_SIZE
+from mlflow_green.registry._search import TRAIN_PHASE_METRIC, VERSIONS_PAGE_SIZE
 from mlflow_green.registry.inference import INFERENCE_METRIC, INFERENCE_TAG
-from mlflow_green.registry.rule import CO2EQ_METRIC, ENERGY_METRIC
+from mlflow_green.registry.rule import ENERGY_METRIC
 
 ENERGY_AXES = ("train", "inference", "lifecycle")
 
@@ -48,6 +51,7 @@ def _data_columns(metric: str) -> list[str]:
         "run_id",
         metric,
         "energy_kwh",
+        "energy_source",
         "co2eq_kg",
         "inference_wh_per_1k",
     ]
@@ -95,11 +99,24 @@ def rank_models(
 
     One row per model version of ``model_names`` (default: every registered model),
     with the columns ``model``, ``version`` (int), ``aliases`` (comma-separated),
-    ``run_id``, ``<metric>`` (the run's latest value), ``energy_kwh`` and ``co2eq_kg``
-    (the run's training energy, kWh with PUE, and emissions, kg CO2eq),
-    ``inference_wh_per_1k`` (Wh per 1,000 predictions), ``break_even_queries``, the
-    ratio column, ``pareto``, ``rank`` (1 = best; ``<NA>`` for unranked rows) and
-    ``reason``.
+    ``run_id``, ``<metric>`` (the run's latest value), ``energy_kwh`` (the training
+    energy, kWh with PUE), ``energy_source``, ``co2eq_kg`` (the emissions of
+    ``energy_kwh``, kg CO2eq), ``inference_wh_per_1k`` (Wh per 1,000 predictions),
+    ``break_even_queries``, the ratio column, ``pareto``, ``rank`` (1 = best;
+    ``<NA>`` for unranked rows) and ``reason``.
+
+    The training energy, on every axis, is ``energy_source``:
+
+    * ``"phase:train"``: the run's ``green/phase/train_kwh`` (the ``train`` phase of
+      :func:`mlflow_green.phase`, e.g. the fit alone), where the run has it; its
+      ``co2eq_kg`` is the run's ``green/co2eq_kg`` scaled by the phase's share of the
+      run's energy (the run's intensity; NaN without the run's figures).
+    * ``"run"``: otherwise the whole run's ``green/energy_kwh`` and ``green/co2eq_kg``,
+      which include whatever else the run did (logging, registering the model).
+    * ``""``: neither is known; the version is unranked on the train and lifecycle axes.
+
+    Mixing both sources compares unlike quantities: give every run a ``train`` phase.
+    Budgets and the gate always use the whole run's energy.
 
     The energy axis is ``energy_kwh`` with ``energy="train"``,
     ``inference_wh_per_1k`` with ``energy="inference"``, and ``lifecycle_kwh`` with
@@ -109,8 +126,8 @@ def rank_models(
     ``energy="lifecycle"`` needs ``queries`` (a positive integer; refused on the other
     axes): the frame gains ``inference_kwh``, the energy of that many queries
     (``queries * inference_wh_per_1k / 1e6``; one query is one prediction), and
-    ``lifecycle_kwh = energy_kwh + inference_kwh``; a version needs both its training
-    and its inference energy to be ranked.
+    ``lifecycle_kwh = energy_kwh + inference_kwh`` (training as above, plus serving);
+    a version needs both its training and its inference energy to be ranked.
 
     ``break_even_queries`` (every axis) is the number of queries after which serving
     has used as much energy as training did: ``energy_kwh / (inference_wh_per_1k /
@@ -249,14 +266,16 @@ def _frame(
         run = runs.get(v.run_id) if v.run_id else None
         metrics = run.data.metrics if run is not None else {}
         tags = v.tags or {}
+        train_kwh, co2eq_kg, source = _search.training_energy(metrics)
         row = {
             "model": v.name,
             "version": int(v.version),
             "aliases": ",".join(sorted(aliases.get(v.name, {}).get(str(v.version), []))),
             "run_id": v.run_id or "",
             metric: _float(metrics.get(metric)),
-            "energy_kwh": _float(metrics.get(ENERGY_METRIC)),
-            "co2eq_kg": _float(metrics.get(CO2EQ_METRIC)),
+            "energy_kwh": train_kwh,
+            "energy_source": source,
+            "co2eq_kg": co2eq_kg,
             # The version's own tag wins: a run can hold several registered models.
             "inference_wh_per_1k": _float(tags.get(INFERENCE_TAG, metrics.get(INFERENCE_METRIC))),
         }
@@ -269,7 +288,10 @@ def _frame(
             elif math.isnan(row[metric]):
                 reasons.append(f"metric '{metric}' is NaN")
             if "energy_kwh" in needs and math.isnan(row["energy_kwh"]):
-                reasons.append(f"run has no {ENERGY_METRIC} (not measured by mlflow-green)")
+                reasons.append(
+                    f"run has no {TRAIN_PHASE_METRIC} or {ENERGY_METRIC} "
+                    "(not measured by mlflow-green)"
+                )
         if "inference_wh_per_1k" in needs and math.isnan(row["inference_wh_per_1k"]):
             reasons.append("no inference energy (see mlflow_green.measure_inference)")
         for col in needs:
@@ -281,7 +303,7 @@ def _frame(
     frame = pd.DataFrame(rows, columns=[*columns, "reason"])
     frame["version"] = frame["version"].astype("int64")
     for col in columns[4:]:
-        frame[col] = frame[col].astype("float64")
+        frame[col] = frame[col].astype(object if col == "energy_source" else "float64")
     _add_energy_columns(frame, queries)
     ok = frame["reason"] == ""
     if greater_is_better:

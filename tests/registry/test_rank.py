@@ -127,6 +127,7 @@ def test_ranks_by_accuracy_per_kwh_with_exact_ratios_and_pareto_flags(must_show)
         "run_id",
         "accuracy",
         "energy_kwh",
+        "energy_source",
         "co2eq_kg",
         "inference_wh_per_1k",
         "break_even_queries",
@@ -150,6 +151,7 @@ def test_ranks_by_accuracy_per_kwh_with_exact_ratios_and_pareto_flags(must_show)
     assert frame["rank"].tolist()[:5] == [1, 2, 3, 4, 5]
     assert frame["rank"].isna().tolist() == [False] * 5 + [True]
     assert frame["co2eq_kg"].tolist()[:2] == [0.001 * G_PER_KWH / 1000, 0.002 * G_PER_KWH / 1000]
+    assert frame["energy_source"].tolist() == ["run"] * 5 + [""]  # no run has a train phase
     assert frame["aliases"].tolist() == ["", "", "", "", "champion", ""]
     assert (frame["reason"].iloc[:5] == "").all()
     last = frame.iloc[-1]
@@ -325,6 +327,74 @@ def test_cli_server_down_exits_2_naming_the_server(monkeypatch, server) -> None:
     assert "Traceback" not in result.output
 
 
+# -- training energy: the train phase where the run has one (issue 14) -------------------------
+
+PHASE = "green/phase/train_kwh"
+
+
+@pytest.fixture
+def phases(registry: Registry) -> Registry:
+    """``fit`` v1's fit costs 0.001 of its run's 0.010 kWh; ``whole`` v1's run has no phase.
+
+    By the whole runs, ``whole`` (0.9 / 0.005 = 180 per kWh) beats ``fit`` (0.9 / 0.010 =
+    90); by the fit, ``fit`` (0.9 / 0.001 = 900) comes first. ``fit`` v2 has a phase and no
+    run totals (phase() outside autolog); ``none`` v1 has neither.
+    """
+    registry.version("fit", green_metrics(0.9, 0.010) | {PHASE: 0.001})
+    registry.version("whole", green_metrics(0.9, 0.005))
+    registry.version("fit", {"accuracy": 0.5, PHASE: 0.002})
+    registry.version("none", {"accuracy": 0.99})
+    return registry
+
+
+def test_train_phase_energy_ranks_where_the_run_has_one(phases) -> None:
+    frame = rank_models("accuracy")
+
+    got = list(zip(frame["model"], frame["version"], strict=True))
+    assert got == [("fit", 1), ("fit", 2), ("whole", 1), ("none", 1)]
+    assert frame["energy_source"].tolist() == ["phase:train", "phase:train", "run", ""]
+    assert frame["energy_kwh"].tolist()[:3] == [0.001, 0.002, 0.005]
+    assert frame["accuracy_per_kwh"].tolist()[:3] == [0.9 / 0.001, 0.5 / 0.002, 0.9 / 0.005]
+    # The phase's CO2eq: its share of the run's (one intensity per run); unknown without them.
+    co2eq = frame["co2eq_kg"].tolist()
+    assert co2eq[0] == (0.010 * G_PER_KWH / 1000) * (0.001 / 0.010)
+    assert co2eq[0] == pytest.approx(0.001 * G_PER_KWH / 1000, rel=1e-12)
+    assert math.isnan(co2eq[1]) and co2eq[2] == 0.005 * G_PER_KWH / 1000
+    assert frame["rank"].tolist()[:3] == [1, 2, 3] and pd.isna(frame["rank"].iloc[3])
+    assert PHASE in frame["reason"].iloc[3] and "green/energy_kwh" in frame["reason"].iloc[3]
+    assert frame["pareto"].tolist() == [True, False, False, False]
+
+    # The CLI prints the same ranking; JSON carries the source.
+    rows = json.loads(invoke("--format", "json").stdout)
+    assert [(r["model"], r["version"], r["energy_source"]) for r in rows] == list(
+        zip(frame["model"], frame["version"], frame["energy_source"], strict=True)
+    )
+    assert [r["energy_kwh"] for r in rows[:3]] == [0.001, 0.002, 0.005]
+    table = invoke().stdout.splitlines()
+    assert table[1].split()[:3] == ["1", "fit", "1"] and "0.001" in table[1].split()
+
+
+def test_inference_and_lifecycle_use_the_same_training_energy(phases) -> None:
+    for model, version in (("fit", "1"), ("whole", "1")):
+        phases.client.set_model_version_tag(model, version, INFERENCE_TAG, "0.5")
+    frames = {
+        "inference": rank_models("accuracy", ["fit", "whole"], energy="inference"),
+        "lifecycle": rank_models("accuracy", ["fit", "whole"], energy="lifecycle", queries=4_000),
+    }
+    for energy, frame in frames.items():
+        row = frame.set_index(["model", "version"]).loc[("fit", 1)]
+        assert row["energy_kwh"] == 0.001 and row["energy_source"] == "phase:train", energy
+        assert row["break_even_queries"] == 0.001 / (0.5 / 1e6), energy  # 2,000 queries
+        whole = frame.set_index(["model", "version"]).loc[("whole", 1)]
+        assert whole["energy_kwh"] == 0.005 and whole["energy_source"] == "run", energy
+    lifecycle = frames["lifecycle"].set_index(["model", "version"])
+    assert lifecycle.loc[("fit", 1), "lifecycle_kwh"] == lifecycle_kwh(0.001, 0.5, 4_000)
+    assert lifecycle.loc[("whole", 1), "lifecycle_kwh"] == lifecycle_kwh(0.005, 0.5, 4_000)
+    # fit:2 has a training energy but no inference energy: unranked, with that reason.
+    fit2 = lifecycle.loc[("fit", 2)]
+    assert pd.isna(fit2["rank"]) and "no inference energy" in fit2["reason"]
+
+
 # -- inference energy ---------------------------------------------------------------------------
 
 
@@ -426,6 +496,7 @@ def test_lifecycle_ranks_by_training_plus_queries(lifecycle) -> None:
         "run_id",
         "accuracy",
         "energy_kwh",
+        "energy_source",
         "co2eq_kg",
         "inference_wh_per_1k",
         "inference_kwh",
@@ -657,10 +728,11 @@ def test_quickstart_models_lifecycle_and_break_even(quickstart) -> None:
     assert frame["rank"].tolist() == [1, 2, 3]
     for _, row in frame.iterrows():
         run = registry.client.get_run(row["run_id"])
-        train_kwh = run.data.metrics["green/energy_kwh"]
+        # The fit alone (phase "train"), not the whole run with its logging and registering.
+        train_kwh = run.data.metrics["green/phase/train_kwh"]
         wh_per_1k = measured[row["model"]].wh_per_1k
-        assert train_kwh > 0 and wh_per_1k > 0
-        assert row["energy_kwh"] == train_kwh
+        assert 0 < train_kwh < run.data.metrics["green/energy_kwh"] and wh_per_1k > 0
+        assert row["energy_kwh"] == train_kwh and row["energy_source"] == "phase:train"
         assert row["inference_wh_per_1k"] == wh_per_1k  # the version's tag, exactly
         assert row["accuracy"] == run.data.metrics["accuracy"]
         assert row["lifecycle_kwh"] == lifecycle_kwh(train_kwh, wh_per_1k, MILLION)
