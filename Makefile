@@ -44,4 +44,4 @@ bench-quick: $(STAMP)
 		$(BIN)/python bench/$$b.py --quick $(BENCH_ARGS) || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info mlruns mlflow.db .pytest_cache
+	rm -rf $(VENV) build *.egg-info mlruns mlflow.db pareto.png report.html .pytest_cache
