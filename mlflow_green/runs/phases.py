@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from types import TracebackType
 
 from mlflow_green._warnings import warn
@@ -13,6 +14,9 @@ from mlflow_green.runs.tracked import current
 
 # MLflow metric names allow these characters; "/" would split the UI section.
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+# Joules of each (run, phase) of runs autolog does not measure, summed over repeats.
+_UNTRACKED_J: dict[tuple[str, str], float] = {}
+_UNTRACKED_LOCK = threading.Lock()
 
 
 class Phase(Tracker):
@@ -38,10 +42,13 @@ class Phase(Tracker):
             if add_phase_energy(self.run_id, self.name, report.device_energy_j, span) is None:
                 from mlflow.tracking import MlflowClient
 
+                # Repeats are summed here too (in this process), as the docstring promises.
+                key = (self.run_id, self.name)
+                with _UNTRACKED_LOCK:
+                    _UNTRACKED_J[key] = _UNTRACKED_J.get(key, 0.0) + report.device_energy_j
+                    total_j = _UNTRACKED_J[key]
                 MlflowClient().log_metric(
-                    self.run_id,
-                    f"green/phase/{self.name}_kwh",
-                    report.device_energy_j * report.pue / J_PER_KWH,
+                    self.run_id, f"green/phase/{self.name}_kwh", total_j * report.pue / J_PER_KWH
                 )
         except Exception as exc:  # never break the user's job
             warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)

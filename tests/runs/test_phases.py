@@ -66,6 +66,17 @@ def test_phase_in_a_run_without_autolog_logs_its_own_energy(sqlite_uri) -> None:
     assert "green/energy_kwh" not in metrics  # no autolog: only the phase was asked for
 
 
+def test_a_repeated_phase_in_a_run_without_autolog_is_summed(sqlite_uri) -> None:
+    with mlflow.start_run() as run:
+        with mlflow_green.phase("train") as first:
+            busy(0.1)
+        with mlflow_green.phase("train") as second:
+            busy(0.1)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    total_j = first.report.device_energy_j + second.report.device_energy_j
+    assert metrics["green/phase/train_kwh"] == pytest.approx(total_j / J_PER_KWH, rel=1e-12)
+
+
 def test_phase_without_a_run_measures_and_warns(sqlite_uri) -> None:
     with pytest.warns(UserWarning, match="phase 'export' has no active MLflow run"):
         phase = mlflow_green.phase("export")
