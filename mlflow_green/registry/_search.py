@@ -40,20 +40,44 @@ TRAIN_PHASE_METRIC = "green/phase/train_kwh"
 SOURCE_PHASE, SOURCE_RUN, SOURCE_NONE = "phase:train", "run", ""
 
 
-def training_energy(metrics: dict[str, float]) -> tuple[float, float, str]:
-    """``(kWh, kg CO2eq, energy_source)`` of a run's training: its train phase, else the run.
+def _finite(value: Any) -> float:
+    """``value`` as a float, NaN unless finite (MLflow's SQLite store keeps inf as 1.8e308)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        return value if math.isfinite(value) and abs(value) < 1e308 else math.nan
+    return math.nan
+
+
+def train_phase_kwh(metrics: dict[str, float], tags: dict[str, str] | None = None) -> float | None:
+    """The run's ``train`` phase energy when it stands for the run's training, else None.
+
+    Not when it is missing, not finite or not > 0 (a fit shorter than a counter's update
+    step reads 0: the run's figure is better than nothing), and not in a multi-node job
+    (``green/node/*`` metrics, ``green.nodes`` > 1): a phase measures rank 0's process and
+    node only, while the run holds every node's energy.
+    """
+    kwh = _finite(metrics.get(TRAIN_PHASE_METRIC))
+    if math.isnan(kwh) or kwh <= 0:
+        return None
+    if any(k.startswith("green/node/") for k in metrics):
+        return None
+    if (tags or {}).get("green.nodes", "1") not in ("", "1"):
+        return None
+    return kwh
+
+
+def training_energy(
+    metrics: dict[str, float], tags: dict[str, str] | None = None
+) -> tuple[float, float, str]:
+    """``(kWh, kg CO2eq, energy_source)`` of a run's training: its train phase where
+    :func:`train_phase_kwh` accepts it, else the whole run.
 
     The phase's CO2eq is its share of the run's (one intensity per run); NaN for an
     unknown figure.
     """
-
-    def known(name: str) -> float:
-        value = metrics.get(name)
-        return float(value) if isinstance(value, (int, float)) else math.nan
-
-    run_kwh, run_co2eq_kg = known(ENERGY_METRIC), known(CO2EQ_METRIC)
-    phase_kwh = known(TRAIN_PHASE_METRIC)
-    if not math.isnan(phase_kwh):
+    run_kwh, run_co2eq_kg = _finite(metrics.get(ENERGY_METRIC)), _finite(metrics.get(CO2EQ_METRIC))
+    phase_kwh = train_phase_kwh(metrics, tags)
+    if phase_kwh is not None:
         share_co2eq_kg = run_co2eq_kg * (phase_kwh / run_kwh) if run_kwh > 0 else math.nan
         return phase_kwh, share_co2eq_kg, SOURCE_PHASE
     return run_kwh, run_co2eq_kg, SOURCE_NONE if math.isnan(run_kwh) else SOURCE_RUN

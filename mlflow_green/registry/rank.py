@@ -108,7 +108,8 @@ def rank_models(
     The training energy, on every axis, is ``energy_source``:
 
     * ``"phase:train"``: the run's ``green/phase/train_kwh`` (the ``train`` phase of
-      :func:`mlflow_green.phase`, e.g. the fit alone), where the run has it; its
+      :func:`mlflow_green.phase`, e.g. the fit alone), where the run has it (finite,
+      > 0, and not a multi-node job, whose phases see rank 0's node only); its
       ``co2eq_kg`` is the run's ``green/co2eq_kg`` scaled by the phase's share of the
       run's energy (the run's intensity; NaN without the run's figures).
     * ``"run"``: otherwise the whole run's ``green/energy_kwh`` and ``green/co2eq_kg``,
@@ -116,7 +117,8 @@ def rank_models(
     * ``""``: neither is known; the version is unranked on the train and lifecycle axes.
 
     Mixing both sources compares unlike quantities: give every run a ``train`` phase.
-    Budgets and the gate always use the whole run's energy.
+    A phase is only as honest as where it is placed (a client can log any value under
+    its name): budgets and the gate always use the whole run's energy.
 
     The energy axis is ``energy_kwh`` with ``energy="train"``,
     ``inference_wh_per_1k`` with ``energy="inference"``, and ``lifecycle_kwh`` with
@@ -266,7 +268,8 @@ def _frame(
         run = runs.get(v.run_id) if v.run_id else None
         metrics = run.data.metrics if run is not None else {}
         tags = v.tags or {}
-        train_kwh, co2eq_kg, source = _search.training_energy(metrics)
+        run_tags = run.data.tags if run is not None else {}
+        train_kwh, co2eq_kg, source = _search.training_energy(metrics, run_tags)
         row = {
             "model": v.name,
             "version": int(v.version),

@@ -3,7 +3,10 @@
 Quality against energy with the Pareto front, and a table of each run's metric,
 energy, phase, CO2eq, duration, per-domain energy and meters. Self-contained HTML
 (inline CSS and SVG). Energy on the chart is the ``train`` phase's where a run has
-one, the whole run's otherwise, as ``mlflow-green rank`` uses it; the table says which.
+one that stands for its training, the whole run's otherwise: the rule of
+``mlflow-green rank`` (:func:`mlflow_green.registry._search.train_phase_kwh`); the table
+says which. Values that are not finite (MLflow's SQLite store keeps inf as 1.8e308) are
+missing: such a run is listed, off the chart, and the page says why.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_green.measure.meters import DOMAINS
+from mlflow_green.registry._search import train_phase_kwh
 from mlflow_green.runs import _svg
 from mlflow_green.runs._svg import esc
 
@@ -23,6 +27,9 @@ TRAIN = "green/phase/train_kwh"
 CO2EQ = "green/co2eq_kg"
 #: Runs per search request (MLflow's limit for ``search_runs``).
 PAGE_SIZE = 1000
+#: Runs named at most in the note on runs left off the chart.
+OFF_CHART_NAMED = 20
+FRONT_COLOUR, OTHER_COLOUR = "#2e7d32", "#9e9e9e"
 
 
 @dataclass(frozen=True)
@@ -36,20 +43,26 @@ class RunRow:
     start_ms: int | None = None
     end_ms: int | None = None
 
+    def metric(self, name: str) -> float | None:
+        """The metric's value; ``None`` when absent or not finite (see :func:`_svg.finite`)."""
+        return _svg.finite(self.metrics.get(name))
+
     @property
     def duration_s(self) -> float | None:
-        if "green/duration_s" in self.metrics:
-            return self.metrics["green/duration_s"]
-        if self.start_ms is not None and self.end_ms is not None:
-            return (self.end_ms - self.start_ms) / 1000
-        return None
+        seconds = self.metric("green/duration_s")
+        if seconds is None and self.start_ms is not None and self.end_ms is not None:
+            seconds = (self.end_ms - self.start_ms) / 1000
+        return seconds if seconds is not None and seconds >= 0 else None
 
     def ranking_energy(self) -> tuple[float | None, str]:
-        """(kWh, basis): the ``train`` phase's energy where the run has one, else the run's."""
-        if self.metrics.get(TRAIN, 0) > 0:
-            return self.metrics[TRAIN], "train phase"
-        if ENERGY in self.metrics:
-            return self.metrics[ENERGY], "whole run"
+        """(kWh, basis): the ``train`` phase's energy where it stands for the run's training
+        (finite, > 0, not a multi-node job: ``mlflow-green rank``'s rule), else the run's."""
+        phase_kwh = train_phase_kwh(self.metrics, self.tags)
+        if phase_kwh is not None:
+            return phase_kwh, "train phase"
+        run_kwh = self.metric(ENERGY)
+        if run_kwh is not None:
+            return run_kwh, "whole run"
         return None, "not measured"
 
 
@@ -108,8 +121,10 @@ def render_experiment_page(
         "<code>mlflow-green report</code></p>",
         f"<h2>{esc(metric)} ({better} is better) against energy</h2>",
         _chart(points, front, metric, better),
+        _off_chart(runs, points, metric),
         f'<p class="note">Energy: the <code>train</code> phase\'s '
-        "(<code>green/phase/train_kwh</code>) where a run has one, the whole run's "
+        "(<code>green/phase/train_kwh</code>) where a run has one above 0 and is not a "
+        "multi-node job, the whole run's "
         "(<code>green/energy_kwh</code>) otherwise (in bold in the table). Pareto front "
         "(green, ★): runs that no other "
         f"run matches or beats on both {esc(metric)} and energy while beating it on one.</p>",
@@ -120,8 +135,8 @@ def render_experiment_page(
 
 
 def _quality(run: RunRow, metric: str, greater_is_better: bool) -> float:
-    value = run.metrics.get(metric)
-    if value is None or not math.isfinite(value):
+    value = run.metric(metric)
+    if value is None:
         return -math.inf
     return value if greater_is_better else -value
 
@@ -133,8 +148,8 @@ def _front(
     points = []
     for r in runs:
         kwh, _ = r.ranking_energy()
-        value = r.metrics.get(metric)
-        if kwh is not None and kwh > 0 and value is not None and math.isfinite(value):
+        value = r.metric(metric)
+        if kwh is not None and kwh > 0 and value is not None:
             points.append((r, kwh, value))
     if not points:
         return points, set()
@@ -172,10 +187,35 @@ def _chart(
         _svg.axes(
             frame, xticks, yticks, f"energy ({unit}{scale_note})", f"{metric} ({better} is better)"
         ),
-        _svg.scatter(frame, [(k / scale, v, r.name, r.run_id in front) for r, k, v in points]),
+        _scatter(frame, [(k / scale, v, r.name, r.run_id in front) for r, k, v in points]),
         "</svg>",
     ]
     return "".join(svg)
+
+
+def _off_chart(
+    runs: Sequence[RunRow], points: list[tuple[RunRow, float, float]], metric: str
+) -> str:
+    """A note naming the runs left off the chart, and why."""
+    plotted = {r.run_id for r, _, _ in points}
+    why = []
+    for r in runs:
+        if r.run_id in plotted:
+            continue
+        if metric not in r.metrics:
+            reason = f"no {metric}"
+        elif r.metric(metric) is None:
+            reason = f"{metric} not finite"
+        elif r.ranking_energy()[0] is None:
+            reason = "energy not measured" if ENERGY not in r.metrics else "energy not finite"
+        else:
+            reason = "energy 0"
+        why.append(f"{esc(r.name)} ({esc(reason)})")
+    if not why:
+        return ""
+    more = len(why) - OFF_CHART_NAMED
+    named = ", ".join(why[:OFF_CHART_NAMED]) + (f" and {more} more" if more > 0 else "")
+    return f'<p class="note off-chart">Not on the chart ({len(why)}): {named}.</p>'
 
 
 def _meters(run: RunRow) -> str:
@@ -190,6 +230,8 @@ def _meters(run: RunRow) -> str:
 def _cell(value: float | None, fmt: Any = None, ranked: bool = False) -> str:
     if value is None:
         return '<td class="n">-</td>'
+    if _svg.finite(value) is None:  # logged, but not a number to show (inf, NaN, 1.8e308)
+        return f'<td class="n" title="{esc(repr(value))}: not finite">-</td>'
     text = fmt(value) if fmt else _svg.sig(value, 4)
     cls = "n ranked" if ranked else "n"
     return f'<td class="{cls}" title="{value!r}">{esc(text)}</td>'
@@ -222,3 +264,29 @@ def _table(runs: Sequence[RunRow], front: set[str], metric: str) -> str:
         '<p class="note">In bold: the energy on the chart. Domains: energy per domain (PUE '
         "applied, they add up to the run's energy); meters: how each was measured.</p>"
     )
+
+
+def _scatter(
+    frame: _svg.Frame, points: Sequence[tuple[float, float, str, bool]], front_line: bool = True
+) -> str:
+    """Labelled points ``(x, y, label, on_front)``; the front's points joined as a staircase."""
+    out = []
+    front = sorted((p for p in points if p[3]), key=lambda p: p[0])
+    if front_line and len(front) > 1:
+        path = [f"M{frame.px(front[0][0]):.1f} {frame.py(front[0][1]):.1f}"]
+        for x, y, _, _ in front[1:]:
+            path.append(f"H{frame.px(x):.1f}V{frame.py(y):.1f}")
+        out.append(
+            f'<path class="pareto-line" d="{"".join(path)}" fill="none" '
+            f'stroke="{FRONT_COLOUR}" stroke-width="1.5"/>'
+        )
+    for x, y, label, on_front in points:
+        px, py = frame.px(x), frame.py(y)
+        colour, radius = (FRONT_COLOUR, 5) if on_front else (OTHER_COLOUR, 4)
+        cls = "point pareto" if on_front else "point"
+        out.append(
+            f'<g class="{cls}"><circle cx="{px:.1f}" cy="{py:.1f}" r="{radius}" '
+            f'fill="{colour}"><title>{esc(label)}</title></circle>'
+            f'<text x="{px + 7:.1f}" y="{py - 6:.1f}">{esc(label)}</text></g>'
+        )
+    return "".join(out)

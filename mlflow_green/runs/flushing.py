@@ -36,16 +36,17 @@ def _flush_loop(state: State) -> None:
         flush_all(state)
 
 
-def flush(timeout_s: float = 10.0) -> None:
+def flush(wait_charts_s: float = 0.0) -> None:
     """Write the cumulative energy of every measured run now (the flusher does it
-    periodically), and wait up to ``timeout_s`` for the ``green/power.png`` charts of ended
-    runs, drawn in the background."""
+    periodically). ``wait_charts_s`` > 0 also waits up to that long for the
+    ``green/power.png`` charts of ended runs, drawn in the background."""
     from mlflow_green.runs import rendering
 
     state = current()
     if state is not None:
         flush_all(state)
-    rendering.wait(timeout_s)
+    if wait_charts_s > 0:
+        rendering.wait(wait_charts_s)
 
 
 def flush_all(state: State, known: dict[str, str | None] | None = None) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mlflow_green.measure.monitor import Measurement, get_monitor
 from mlflow_green.measure.report import EnergyReport
+from mlflow_green.runs import rendering
 from mlflow_green.runs.lifecycle import on_end, on_start
 from mlflow_green.runs.names import tags
 from mlflow_green.runs.tracked import WARNING_PREFIX, current, safely
@@ -63,7 +64,13 @@ def install() -> None:
             if ours:
                 args, kwargs = _with_tags(ours, args, kwargs)
             run = func(self, *args, **kwargs)
-            on_start(self, run.info.run_id, tags_logged=ours, run_name=run.info.run_name)
+            on_start(
+                self,
+                run.info.run_id,
+                tags_logged=ours,
+                run_name=run.info.run_name,
+                artifact_uri=run.info.artifact_uri,
+            )
             return run
 
         return wrapper
@@ -81,8 +88,9 @@ def install() -> None:
             # Final values land before the run is marked terminated, and no later than the
             # end time a caller gives (MLflow's autologging client ends runs after the fact).
             end_time = kwargs.get("end_time", args[1] if len(args) > 1 else None)
-            on_end(self, run_id, end_time)
-            return func(self, run_id, *args, **kwargs)
+            with rendering.held():  # the chart is drawn once the run has ended
+                on_end(self, run_id, end_time)
+                return func(self, run_id, *args, **kwargs)
 
         return wrapper
 

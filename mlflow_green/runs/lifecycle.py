@@ -38,6 +38,7 @@ def on_start(
     resumed: bool = False,
     tags_logged: dict[str, str] | None = None,
     run_name: str | None = None,
+    artifact_uri: str | None = None,
 ) -> None:
     """Start measuring run ``run_id`` (created through ``client``, or resumed)."""
     state = current()
@@ -56,6 +57,8 @@ def on_start(
             run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
         )
         tracked.run_name = run_name or _run_name(run)
+        info = getattr(run, "info", None)
+        tracked.artifact_uri = artifact_uri or getattr(info, "artifact_uri", None)
         state.runs[run_id] = tracked
         ensure_flusher(state)
     job = distributed.current()
@@ -159,6 +162,10 @@ def log_final(
         if "green/co2eq_kg" not in job_metrics:  # a node's intensity is unknown: so is the job's
             summary.pop("green/co2eq_kg", None)
         summary.update(job_metrics)
+        for domain, method in report.methods.items():  # no meter on any node: no metric
+            key = f"green/energy/{domain}_kwh"
+            if method == "none" and summary.get(key) == 0:
+                del summary[key]
         job_tags = {**(job_tags or {}), **job.tags()}
     values = tracked.totals({**summary, **phase_metrics(tracked, report.pue)}, all_keys=True)
     if "green/co2eq_kg" not in summary:  # unknown now: earlier sessions' CO2 is not the total
@@ -183,12 +190,14 @@ def log_final(
         # and the report goes to the spool before anything else is tried.
         artifacts.log_batches(client, tracked.run_id, metrics, run_tags)
         if state.config.log_artifacts:
-            artifacts.log_artifacts(client, tracked.run_id, report, job, info, chart=False)
+            artifacts.log_artifacts(
+                client, tracked.run_id, report, job, info, False, tracked.artifact_uri
+            )
     except Exception as exc:
         _spool(state, client, tracked.run_id, report, metrics, run_tags, exc, info)
         return
     if state.config.log_artifacts:
-        rendering.submit(client, tracked.run_id, report, info, state.warn)
+        rendering.submit(client, tracked.run_id, report, info, state.warn, tracked.artifact_uri)
 
 
 def page_info(tracked: Tracked, report: EnergyReport, values: dict[str, float]) -> PageInfo:

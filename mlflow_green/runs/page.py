@@ -2,7 +2,8 @@
 
 Inline CSS and SVG only (no script, nothing fetched), so MLflow's artifact viewer
 shows it as it is. Cheap: a string built in one pass; the power chart is bounded to
-:data:`MAX_CHART_POINTS` steps per domain, whatever the run's length.
+:data:`MAX_CHART_POINTS` steps per domain and :data:`MAX_LABEL_ROWS` rows of phase
+labels, whatever the run's length. Numbers that are not finite read as missing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from mlflow_green.runs._svg import esc
 
 #: Steps per domain at most in the power chart (longer timelines are averaged down).
 MAX_CHART_POINTS = 300
+#: Rows of phase labels at most over the power chart; each phase name is labelled once,
+#: where it fits (every band has its name as a tooltip).
+MAX_LABEL_ROWS = 3
 
 #: One sentence per method tag: how it measures and what it cannot see (README, "How each
 #: number is obtained").
@@ -89,8 +93,19 @@ def render_run_page(
 
 
 def _when(report: EnergyReport) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.start_time_s))
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.start_time_s))
+    except (OverflowError, OSError, ValueError):  # NaN, inf or beyond the platform's years
+        started = "at an unknown time"
     return f"started {started}, {_svg.duration(report.duration_s)}"
+
+
+def _share(part: float | None, total: float) -> str:
+    """``part`` as a percentage of ``total``; "-" unless both are finite and total > 0."""
+    part, total_ = _svg.finite(part), _svg.finite(total)
+    if part is None or total_ is None or total_ <= 0:
+        return _svg.MISSING
+    return f"{part / total_ * 100:.1f}%"
 
 
 def _warnings(report: EnergyReport, partial: str | None) -> str:
@@ -146,7 +161,7 @@ def _domain_table(report: EnergyReport, domains: list[str]) -> str:
     for d in domains:
         devices = report.energy_j_by_device.get(d, {})
         detail = ", ".join(f"{esc(k)} {_svg.sig(j)} J" for k, j in devices.items())
-        share = f"{kwh.get(d, 0.0) / total * 100:.1f}%" if total > 0 else "-"
+        share = _share(kwh.get(d, 0.0), total)
         rows.append(
             f"<tr><td>{esc(d)}</td><td><code>{esc(report.methods[d])}</code></td>"
             f'<td class="n">{_svg.energy(kwh.get(d, 0.0))}</td><td class="n">{share}</td>'
@@ -164,7 +179,9 @@ def _phase_table(
 ) -> str:
     seconds: dict[str, float] = {}
     for span in phases:
-        seconds[span.name] = seconds.get(span.name, 0.0) + max(0.0, span.end_s - span.start_s)
+        start_s, end_s = _svg.finite(span.start_s), _svg.finite(span.end_s)
+        spent_s = end_s - start_s if start_s is not None and end_s is not None else 0.0
+        seconds[span.name] = seconds.get(span.name, 0.0) + max(0.0, spent_s)
     names = list(dict.fromkeys([*(phase_kwh or {}), *seconds]))
     if not names:
         return ""
@@ -173,7 +190,7 @@ def _phase_table(
     for name in names:
         kwh = (phase_kwh or {}).get(name)
         energy = "-" if kwh is None else _svg.energy(kwh)
-        share = f"{kwh / total * 100:.1f}%" if kwh is not None and total > 0 else "-"
+        share = _share(kwh, total)
         spent = _svg.duration(seconds[name]) if name in seconds else "-"
         rows.append(
             f'<tr><td>{esc(name)}</td><td class="n">{energy}</td><td class="n">{share}</td>'
@@ -188,23 +205,48 @@ def _phase_table(
     )
 
 
-def _phase_rows(frame: _svg.Frame, phases: Sequence[PhaseSpan]) -> list[int]:
-    """A label row for each phase so that labels of nearby phases do not overlap."""
-    ends: list[float] = []  # per row: x where its last label ends
-    rows = []
+def _finite_spans(phases: Sequence[PhaseSpan]) -> list[PhaseSpan]:
+    """The spans with finite ends, start before end, by start; back-to-back (or overlapping)
+    spans of one name merged into one."""
+    out: list[PhaseSpan] = []
     for span in phases:
-        x = frame.px(max(span.start_s, 0.0))
-        row = next((i for i, end in enumerate(ends) if end < x), len(ends))
-        if row == len(ends):
-            ends.append(0.0)
-        ends[row] = x + 6.5 * len(span.name) + 8
+        start, end = _svg.finite(span.start_s), _svg.finite(span.end_s)
+        if start is None or end is None:
+            continue
+        start, end = min(start, end), max(start, end)
+        out.append(PhaseSpan(span.name, start, end))
+    out.sort(key=lambda p: p.start_s)
+    merged: list[PhaseSpan] = []
+    for span in out:
+        last = merged[-1] if merged else None
+        if last is not None and last.name == span.name and span.start_s <= last.end_s:
+            merged[-1] = PhaseSpan(span.name, last.start_s, max(last.end_s, span.end_s))
+        else:
+            merged.append(span)
+    return merged
+
+
+def _phase_rows(frame: _svg.Frame, spans: Sequence[PhaseSpan]) -> list[int | None]:
+    """The label row of each span (``None``: no label): each name once, at its first span
+    where the label fits in one of :data:`MAX_LABEL_ROWS` rows without overlapping another."""
+    ends = [float(frame.left)] * MAX_LABEL_ROWS  # per row: x where its last label ends
+    labelled: set[str] = set()
+    rows: list[int | None] = []
+    for span in spans:
+        row = None
+        if span.name not in labelled:
+            x0, x1 = _svg.span_label_x(frame, span.start_s, span.name)
+            row = next((i for i, end in enumerate(ends) if end <= x0), None)
+            if row is not None:
+                ends[row] = x1 + 8
+                labelled.add(span.name)
         rows.append(row)
     return rows
 
 
 def _power_chart(report: EnergyReport, domains: list[str], phases: Sequence[PhaseSpan]) -> str:
     head = "<h2>Power over time</h2>"
-    timeline = report.timeline
+    timeline = [p for p in report.timeline if _svg.finite(p.t_s) is not None]
     if not timeline or not domains:
         return head + "<p>No power timeline was recorded (a run shorter than one sample).</p>"
     ends = [p.t_s for p in timeline]
@@ -212,17 +254,19 @@ def _power_chart(report: EnergyReport, domains: list[str], phases: Sequence[Phas
     for d in domains:
         t, v = _svg.downsample(ends, [p.power_w.get(d, 0.0) for p in timeline], MAX_CHART_POINTS)
         series[d] = (t, v)
-    top = max((max(v) for _, v in series.values() if v), default=0.0)
-    yticks = _svg.nice_ticks(top * 1.05) if top > 0 else [0.0, 1.0]  # headroom over the max
-    x_end = max(ends[-1], report.duration_s, max((p.end_s for p in phases), default=0.0))
-    xticks = [t for t in _svg.nice_ticks(x_end, 8) if t <= x_end * (1 + 1e-9)]
+    known = [w for _, v in series.values() for w in v if _svg.finite(w) is not None]
+    yticks = _svg.nice_ticks(max(known, default=0.0) * 1.05)  # headroom over the max
+    spans = _finite_spans(phases)
+    x_end = max(0.0, ends[-1], _svg.finite(report.duration_s) or 0.0, *(p.end_s for p in spans))
+    xticks = [t for t in _svg.nice_ticks(x_end, 8) if t <= x_end * (1 + 1e-9)] or [0.0]
     probe = _svg.Frame(0.0, x_end, 0.0, yticks[-1])
-    rows = _phase_rows(probe, phases)
-    frame = _svg.Frame(0.0, x_end, 0.0, yticks[-1], top=16 + 11 * max(rows, default=0))
+    rows = _phase_rows(probe, spans)
+    used = max((r for r in rows if r is not None), default=0)
+    frame = _svg.Frame(0.0, x_end, 0.0, yticks[-1], top=16 + 11 * used)
     svg = [frame.open("power over time, watts per domain")]
     svg += [
         _svg.shaded_span(frame, p.start_s, p.end_s, p.name, r)
-        for p, r in zip(phases, rows, strict=True)
+        for p, r in zip(spans, rows, strict=True)
     ]
     svg.append(_svg.axes(frame, xticks, yticks, "seconds since the run started", "power (W)"))
     svg += [_svg.step_line(frame, *series[d], _svg.COLOURS.get(d, "#000"), d) for d in domains]
@@ -236,7 +280,7 @@ def _power_chart(report: EnergyReport, domains: list[str], phases: Sequence[Phas
     note = (
         f"Average power at the devices over each sample interval (no PUE); {len(timeline):,} "
         f"samples{', averaged into at most ' + str(MAX_CHART_POINTS) + ' steps' if merged else ''}."
-        + (" Shaded: phases." if phases else "")
+        + (" Shaded: phases, each name labelled once (hover a band for its name)." if spans else "")
     )
     return f'{head}<p>{legend}</p>{"".join(svg)}<p class="note">{note}</p>'
 

@@ -16,6 +16,7 @@ was) can never be uploaded: sync says so and keeps it until it is discarded.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ def write(
     *,
     error: BaseException | str | None = None,
     page: dict[str, Any] | None = None,
+    chart_only: bool = False,
 ) -> Path:
     """Save what could not be logged; return the file. Raises ``OSError`` if the disk refuses.
 
@@ -69,6 +71,7 @@ def write(
         "tags": {t.key: t.value for t in tags},
         "report": report.to_dict(),
         "page": page or {},
+        "chart_only": bool(chart_only),
     }
     # Write then rename: a full disk leaves no half-written report for sync to choke on.
     tmp = temp_json(folder, run_id, payload)
@@ -294,7 +297,12 @@ def _upload(client: Any, run_id: str, payload: dict[str, Any], log_artifacts: bo
     artifacts.log_batches(client, run_id, metrics, tags)
     if log_artifacts and payload.get("log_artifacts", True):
         info = artifacts.PageInfo.from_dict(payload.get("page"))
-        artifacts.log_artifacts(client, run_id, _report_from_dict(payload["report"]), info=info)
+        report = _report_from_dict(payload["report"])
+        if payload.get("chart_only"):  # the run has the rest (a distributed job's page too)
+            with tempfile.TemporaryDirectory(prefix="mlflow-green-") as folder:
+                artifacts.log_chart(client, run_id, report, info, f"{folder}/power.png")
+        else:
+            artifacts.log_artifacts(client, run_id, report, info=info)
 
 
 def _unavailable(uri: str) -> str | None:

@@ -51,6 +51,7 @@ class Tracked:
     # Each ``phase()`` block: (name, start, end), seconds since the epoch; shaded in the charts.
     phase_spans: list[tuple[str, float, float]] = field(default_factory=list)
     run_name: str | None = None
+    artifact_uri: str | None = None  # known at creation: logging then asks the store nothing
     # A resumed run: the additive values its earlier sessions logged, and the first step
     # after them, so that this session's totals are the run's latest values.
     base: dict[str, float] = field(default_factory=dict)

@@ -152,7 +152,7 @@ def assert_green_run(
             history = client.get_metric_history(run_id, key)
             assert history and max(h.timestamp for h in history) <= run.info.end_time
     if artifacts:
-        mlflow_green.flush()  # the chart is drawn in the background: wait for it
+        mlflow_green.flush(wait_charts_s=60)  # the chart is drawn in the background
         names = {f.path for f in client.list_artifacts(run_id, "green")}
         assert names == {
             "green/report.json",

@@ -6,6 +6,7 @@ what a browser shows of them is tests/test_browser.py's job.
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -132,14 +133,18 @@ def test_phases_shaded_and_tabulated() -> None:
         PhaseSpan("train", 0.5, 2.0),
         PhaseSpan("evaluate", 2.0, 2.5),
         PhaseSpan("train", 2.5, 2.7),
+        PhaseSpan("load", 0.0, 0.25),  # from the run's start
     ]
     page = render_run_page(r, phases=spans, phase_kwh={"train": 4e-7, "evaluate": 1e-7})
     svg = svg_of(page)
-    assert svg.count('class="phase"') == 3
+    assert svg.count('class="phase"') == 4
     table = re.search(r"<h2>Energy by phase</h2><table>.*?</table>", page, re.S).group(0)
     train = re.search(r"<tr><td>train</td>.*?</tr>", table).group(0)
     assert "0.400 mWh" in train and "1.70 s" in train  # two blocks summed
     assert f"{4e-7 / r.energy_kwh * 100:.1f}%" in train
+    assert re.search(
+        r'<tr><td>load</td><td class="n">-</td><td class="n">-</td><td class="n">0.250 s', table
+    )
 
 
 def test_a_nearly_constant_series_is_drawn_flat_from_zero() -> None:
@@ -314,3 +319,142 @@ def test_report_command_checks_options_before_connecting(tmp_path) -> None:
     result = invoke("--experiment", "digits", "-o", str(tmp_path / "r.html"), "--tracking-uri", uri)
     assert result.exit_code == 2 and f"no SQLite database at {missing_db}" in result.output
     assert not missing_db.exists()  # no database created
+
+
+# --- numbers that are not numbers, many phases, the ranking's energy rule -------------------------
+
+#: What MLflow's SQLite store gives back for a logged inf.
+SQLITE_INF = 1.7976931348623157e308
+NOT_FINITE = [float("nan"), float("inf"), -float("inf"), SQLITE_INF, -SQLITE_INF]
+
+
+@pytest.mark.parametrize("bad", NOT_FINITE, ids=["nan", "inf", "-inf", "sqlite-inf", "-sqlite-inf"])
+def test_run_page_renders_with_non_finite_power_and_duration(bad: float) -> None:
+    timeline = [
+        TimelinePoint(1.0, {"cpu": 20.0, "ram": 9.0}),
+        TimelinePoint(2.0, {"cpu": bad, "ram": 9.0}),
+        TimelinePoint(3.0, {"cpu": 22.0, "ram": 9.0}),
+    ]
+    page = render_run_page(make_report(timeline=timeline), phases=[PhaseSpan("train", 0.5, bad)])
+    svg = svg_of(page)
+    assert "nan" not in svg.lower() and "inf" not in svg.lower()
+    cpu = re.findall(r'class="series cpu" d="(M[^"]+)"', svg)[0]
+    assert cpu.count("M") == 2  # a gap where the power is unknown
+    labels = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+    assert labels[-1] == "25"  # the axis fits the known values
+    page = render_run_page(make_report(duration_s=bad, start_time_s=bad))
+    card = re.search(r'id="card-duration".*?</div></div>', page, re.S).group(0)
+    assert '<div class="v">-</div>' in card
+
+
+@pytest.mark.parametrize("bad", [*NOT_FINITE, 1e308])
+def test_axis_and_number_helpers_are_total(bad: float) -> None:
+    for ticks in (
+        _svg.nice_ticks(bad),
+        _svg.nice_range(bad, bad),
+        _svg.nice_range(bad, 2.0),
+        _svg.nice_range(-9e307, 9e307),  # finite, but the span overflows
+        _svg.log_ticks(bad, 10.0),
+        _svg.log_ticks(1e-320, 9e307),
+    ):
+        assert ticks and len(ticks) < 100 and all(abs(t) < 1.8e308 for t in ticks)
+    assert _svg.nice_range(bad, 2.0)[0] < 2.0 < _svg.nice_range(bad, 2.0)[-1]
+    for text in (_svg.sig(bad), _svg.energy(bad), _svg.duration(bad), _svg.tick_label(bad, 1)):
+        assert text == _svg.MISSING
+    assert _svg.mass_co2(bad) == "unknown"
+    assert _svg.tick_label(2.0, bad) == "2.00"
+    frame = _svg.Frame(-9e307, 9e307, bad, 1.0)
+    assert all(math.isfinite(p) for p in (frame.px(bad), frame.px(1.0), frame.py(0.5)))
+
+
+def test_two_hundred_epochs_of_phases_keep_the_chart_whole() -> None:
+    n = 2000
+    timeline = [TimelinePoint(float(t), {"cpu": 50.0, "ram": 5.0}) for t in range(1, n + 1)]
+    phases = []
+    for epoch in range(200):
+        phases += [
+            PhaseSpan("train", epoch * 10, epoch * 10 + 8),
+            PhaseSpan("eval", epoch * 10 + 8, epoch * 10 + 10),
+        ]
+    svg = svg_of(render_run_page(make_report(timeline_s=n, timeline=timeline), phases=phases))
+    bands = re.findall(
+        r'<g class="phase"><rect x="[^"]+" y="([\d.]+)" [^>]*height="([-\d.]+)"', svg
+    )
+    assert len(bands) == 400
+    top = float(bands[0][0])
+    assert all(float(h) >= 150 for _, h in bands)  # the plot area keeps most of the 280 px
+    label = r'<g class="phase"><rect [^>]*><title>\w+</title></rect><text [^>]*y="([\d.]+)">(\w+)<'
+    labels = re.findall(label, svg)
+    assert sorted(name for _, name in labels) == ["eval", "train"]  # each name once
+    assert all(0 < float(y) < top for y, _ in labels)  # above the plot, inside the picture
+    assert top <= 16 + 11 * 2 + 1  # at most three label rows
+
+
+def test_back_to_back_spans_of_one_name_are_one_band() -> None:
+    phases = [PhaseSpan("train", t, t + 1) for t in range(3)] + [PhaseSpan("eval", 2.5, 3.0)]
+    svg = svg_of(render_run_page(make_report(), phases=phases))
+    assert re.findall(r"<title>(\w+)</title>", svg) == ["train", "eval"]
+
+
+def test_experiment_page_uses_the_rankings_energy_rule() -> None:
+    from mlflow_green.registry._search import training_energy
+
+    def run(name, train, tags=None, **more):
+        metrics = {"accuracy": 0.9, "green/energy_kwh": 4e-6, "green/phase/train_kwh": train}
+        return RunRow(f"id-{name}", name, {**metrics, **more}, tags or {})
+
+    runs = [
+        run("phase", 1e-6),
+        run("zero", 0.0),  # too short for the counter: the run's energy, not 0
+        run("inf", SQLITE_INF),
+        run("node-metrics", 1e-6, **{"green/node/a/energy_kwh": 2e-6}),
+        run("two-nodes", 1e-6, {"green.nodes": "2"}),
+        run("one-node", 1e-6, {"green.nodes": "1"}),
+    ]
+    page = render_experiment_page("e", runs, "accuracy")
+    for r in runs:
+        kwh, basis = r.ranking_energy()
+        expected_kwh, _, source = training_energy(r.metrics, r.tags)
+        assert kwh == expected_kwh and (basis == "train phase") == (source == "phase:train")
+        row = re.search(rf"<td>{r.name}</td>.*?</tr>", page).group(0)
+        assert re.findall(r'class="n ranked" title="([^"]+)"', row) == [repr(kwh)]
+    assert [r.name for r in runs if r.ranking_energy()[1] == "train phase"] == ["phase", "one-node"]
+
+
+def test_experiment_page_leaves_non_finite_runs_off_the_chart_with_a_note() -> None:
+    runs = [
+        RunRow(
+            "a", "ok", {"loss": 0.2, "green/energy_kwh": 2e-6, "green/duration_s": NOT_FINITE[0]}
+        ),
+        RunRow("b", "diverged", {"loss": SQLITE_INF, "green/energy_kwh": 3e-6}),
+        RunRow("c", "broken-meter", {"loss": 0.3, "green/energy_kwh": float("inf")}),
+    ]
+    page = render_experiment_page("e", runs, "loss", greater_is_better=False)
+    assert re.findall(r"<circle [^>]*><title>([^<]+)</title>", page) == ["ok"]
+    note = re.search(r'<p class="note off-chart">([^<]+)</p>', page).group(1)
+    assert "diverged (loss not finite)" in note and "broken-meter (energy not finite)" in note
+    diverged = re.search(r"<td>diverged</td>.*?</tr>", page).group(0)
+    assert 'title="1.7976931348623157e+308: not finite">-</td>' in diverged
+    assert "nan" not in re.sub(r'title="[^"]*"', "", page).lower()
+
+
+def test_report_command_with_a_diverged_run(tmp_path) -> None:
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("sweep")
+    for name, loss, kwh in (
+        ("ok-1", 0.3, 2e-6),
+        ("ok-2", 0.2, 5e-6),
+        ("diverged", float("inf"), 3e-6),
+    ):
+        run = client.create_run(experiment, run_name=name)
+        client.log_metric(run.info.run_id, "loss", loss)
+        client.log_metric(run.info.run_id, "green/energy_kwh", kwh)
+        client.set_terminated(run.info.run_id)
+    out = tmp_path / "r.html"
+    args = ["--experiment", "sweep", "--metric", "loss", "--lower-is-better", "-o", str(out)]
+    result = invoke(*args, "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert sorted(re.findall(r'class="point[^"]*">.*?<title>([^<]+)<', page)) == ["ok-1", "ok-2"]
+    assert "<td>diverged</td>" in page and "diverged (loss not finite)" in page
