@@ -13,10 +13,11 @@ import click
 
 from mlflow_green.cli._common import (
     BadInput,
-    require_existing_store,
+    StoreURI,
+    existing_store,
+    open_client,
+    registry_store,
     require_text,
-    resolve_registry_uri,
-    resolve_tracking_uri,
     tracking_uri_option,
 )
 
@@ -101,11 +102,9 @@ def rank(
         raise BadInput(f"--queries must be a positive integer, got {queries}")
     if plot:
         _check_plot_path(plot)
-    store = resolve_tracking_uri(tracking_uri)
-    require_existing_store(store.uri, store.source)
-    if store.given is None:  # rank_models then reads MLFLOW_REGISTRY_URI's registry, if set
-        registry = resolve_registry_uri(store)
-        require_existing_store(registry.uri, registry.source)
+    # rank_models reads the registry at the tracking URI it is given (else MLflow's own).
+    store = existing_store(tracking_uri, follows_tracking=True)
+    _open(store, registry_store(store, follows_tracking=True))
 
     from mlflow_green.registry.rank import RankingError, rank_models
 
@@ -119,7 +118,7 @@ def rank(
             queries=queries,
         )
     except RankingError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(_option_named(str(exc), metric, models)) from None
     if fmt == "json":
         click.echo(to_json(frame))
     elif fmt == "csv":
@@ -134,6 +133,31 @@ def rank(
         except OSError as exc:
             raise BadInput(f"cannot write the plot to {plot!r}: {exc}") from None
         click.echo(f"Pareto plot written to {plot}", err=True)
+
+
+def _open(store: StoreURI, registry: StoreURI) -> None:
+    """Refuse, as rank_models would say it, a server that does not answer; then let
+    :func:`open_client` refuse a store MLflow cannot open (rank_models would raise
+    MLflow's own exception there)."""
+    from mlflow_green._tracking import unreachable_reason
+
+    for uri in dict.fromkeys([store.uri, registry.uri]):
+        reason = unreachable_reason(uri)
+        if reason is not None:
+            raise BadInput(f"cannot read the model registry at {uri}: {reason}")
+    open_client(store, registry)
+
+
+def _option_named(message: str, metric: str, models: tuple[str, ...]) -> str:
+    """rank_models' message about an unknown model or metric, led by the option that named it
+    (and in one line: a database's error can span several)."""
+    message = " ".join(message.split())
+    missing = [name for name in models if repr(name) in message]
+    if missing and message.startswith("no registered model"):
+        return " ".join(f"--model {name!r}" for name in missing) + f": {message}"
+    if f"metric {metric!r}" in message:
+        return f"--metric {metric!r}: {message}"
+    return message
 
 
 def _check_plot_path(plot: str) -> None:

@@ -3,11 +3,12 @@
 Added to the ``mlflow-green`` group by :mod:`mlflow_green.cli`. Every command
 talks to the registry of ``--tracking-uri`` (default ``MLFLOW_TRACKING_URI``;
 ``MLFLOW_REGISTRY_URI`` is honoured as MLflow does). Arguments are checked, and the
-store must exist (none is ever created), before any client is made.
+store must be one MLflow accepts and already an MLflow store (none is ever created,
+nor MLflow's tables added to another database), before any client is made.
 
 Exit codes: 0 success / within budget; 1 refused (over budget, energy unknown,
-invalid budget tag); 2 error (unknown model or version, missing store, server
-unreachable, bad arguments), as ``Error: ...``.
+invalid budget tag); 2 error (unknown model or version, missing or unusable store,
+server unreachable, bad arguments), as ``Error: ...``.
 """
 
 from __future__ import annotations

@@ -7,11 +7,19 @@ when the command runs, so that ``mlflow-green --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import click
 
-from mlflow_green.cli._common import BadInput, connect, require_text, tracking_uri_option
+from mlflow_green.cli._common import (
+    BadInput,
+    StoreURI,
+    connect,
+    require_text,
+    tracking_uri_option,
+)
 
 DEFAULT_METRIC = "accuracy"
 #: Experiment names an error lists at most.
@@ -55,16 +63,17 @@ def report(
 
     client, store = connect(tracking_uri, registry=False)
     uri = store.uri
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in client.search_experiments())
-        listed = ", ".join(repr(n) for n in names[:_LISTED]) or "no experiments"
-        more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
-        raise BadInput(
-            f"--experiment {experiment!r}: no such experiment at {uri} ({store.source}); "
-            f"it has: {listed}{more}"
-        )
-    runs = read_runs(client, found.experiment_id)
+    with _reading(store):
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = sorted(e.name for e in client.search_experiments())
+            listed = ", ".join(repr(n) for n in names[:_LISTED]) or "no experiments"
+            more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+            raise BadInput(
+                f"--experiment {experiment!r}: no such experiment at {uri} ({store.source}); "
+                f"it has: {listed}{more}"
+            )
+        runs = read_runs(client, found.experiment_id)
     available = metric_names(runs)
     if metric is None:
         if DEFAULT_METRIC not in available:
@@ -85,6 +94,20 @@ def report(
     except OSError as exc:
         raise BadInput(f"-o {output!r}: cannot write the report: {exc}") from None
     click.echo(f"Report on {len(runs)} run(s) of {experiment!r} written to {output}")
+
+
+@contextlib.contextmanager
+def _reading(store: StoreURI) -> Iterator[None]:
+    """MLflow's failures while reading (a connection lost midway) as one ``Error:`` line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        why = " ".join(str(exc.message).split())
+        raise BadInput(f"cannot read {store.uri} ({store.source}): {why}") from None
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise BadInput(f"cannot read {store.uri} ({store.source}): {exc}") from None
 
 
 def _check_options(experiment: str, output: str, metric: str | None) -> None:

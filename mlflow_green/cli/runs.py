@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlflow_green.cli._common import BadInput, require_existing_store
+from mlflow_green.cli._common import TRACKING, BadInput, StoreURI, check_store
 
 if TYPE_CHECKING:
     from mlflow_green.runs.spool import SpooledReport, SyncResult
@@ -112,9 +112,9 @@ def _check_sync_options(
                 "--tracking-uri '': expected a tracking URI such as http://127.0.0.1:5000 "
                 "or sqlite:///path/to/mlflow.db"
             )
-        # Reports go to a store that exists: MLflow would create an empty one, whose
-        # runs are all missing.
-        require_existing_store(tracking_uri, "--tracking-uri")
+        # Reports go to an MLflow store that exists: MLflow would create an empty one
+        # (or its tables in another database), whose runs are all missing.
+        check_store(StoreURI(tracking_uri, "--tracking-uri", tracking_uri), TRACKING)
     for run_id in discard_ids:
         if not run_id.strip():
             raise BadInput("--discard '': expected the run id of a spooled report (see --list)")

@@ -1,15 +1,20 @@
 """The command's errors: arguments checked before any store is opened, one ``Error:`` style,
-option names in messages, unknown models named plainly, and no store ever created.
+option names in messages, unknown models named plainly, no store ever created, URIs MLflow
+cannot use named with their source, and another application's database left untouched.
 
 Against real SQLite stores (and a real subprocess for the empty folder, issue 14's Must-show 4).
 """
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,7 +150,7 @@ def test_a_missing_registry_store_is_named_as_mlflow_registry_uri(store: str, em
 
 
 def test_in_memory_sqlite_is_not_a_missing_file(empty: Path) -> None:
-    """``sqlite://`` names no file: it passes the check (and MLflow answers for itself)."""
+    """``sqlite://`` names no file: it passes this check (:func:`check_store` refuses it)."""
     from mlflow_green.cli._common import require_existing_store
 
     for uri in ("sqlite://", "sqlite:///:memory:", "http://127.0.0.1:5000", "postgresql://h/db"):
@@ -252,3 +257,258 @@ def test_the_energy_source_column_is_shown_beside_the_energy(store: str) -> None
     sources = {row[:end].split()[-1] for row in table[1:]}
     assert sources == set(frame["energy_source"]) and sources <= {"phase:train", "run"}
     assert {row["energy_source"] for row in json.loads(to_json(frame))} == sources
+
+
+# -- URIs MLflow cannot use: one line naming the URI and its source, exit 2 (review finding 11) --
+
+POSTGRES_DRIVER = any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2"))
+#: URI, and what the message says of it beyond the URI and its source.
+UNUSABLE = [
+    ("sqllite:///mlflow.db", "did you mean 'sqlite'?"),
+    ("htp://127.0.0.1:5000", "did you mean 'http'?"),
+    ("foo://bar", "store for the scheme 'foo'"),
+    ("mlflow-artifacts:/x", "scheme 'mlflow-artifacts'"),
+    ("file://otherhost/x", "on the host 'otherhost'"),
+    pytest.param(
+        "postgresql://127.0.0.1:1/x",
+        "driver it needs is not installed",
+        marks=pytest.mark.skipif(POSTGRES_DRIVER, reason="a PostgreSQL driver is installed"),
+    ),
+]
+#: Every command that opens a store, with the arguments it needs to get that far.
+OPENING = [
+    ["rank"],
+    ["report", "--experiment", "cli-errors", "-o", "r.html"],
+    ["budget", "show", MODEL],
+    ["budget", "set", MODEL, "--max-kwh", "1"],
+    ["budget", "remove", MODEL],
+    ["gate", MODEL, "1"],
+    ["promote", MODEL, "1", "--alias", "champion"],
+]
+REGISTRY_COMMANDS = [c for c in OPENING if c[0] in ("budget", "gate", "promote")]
+
+
+def one_error_line(result: Result, *fragments: str) -> str:
+    """:func:`assert_error`, and the output is that one line (whitespace folded)."""
+    output = assert_error(result, *fragments)
+    assert output.startswith("Error: ") and output.strip().count("\n") == 0, output
+    return output
+
+
+@pytest.mark.parametrize(("uri", "says"), UNUSABLE)
+@pytest.mark.parametrize("command", OPENING, ids=lambda c: "-".join(c[:2]))
+@pytest.mark.parametrize("source", ["--tracking-uri", "MLFLOW_TRACKING_URI"])
+def test_a_uri_mlflow_cannot_use_is_one_error_naming_it_and_its_source(
+    empty: Path, uri: str, says: str, command: list[str], source: str
+) -> None:
+    if source == "--tracking-uri":
+        result = invoke(*command, "--tracking-uri", uri)
+    else:
+        result = invoke(*command, env={"MLFLOW_TRACKING_URI": uri})
+    output = one_error_line(result, f"{source} is {uri}", says)
+    assert "sqlite:////absolute/path/mlflow.db or http://127.0.0.1:5000" in output  # accepted
+    if "scheme" in says:  # the schemes MLflow has a store for, as MLflow lists them
+        assert "It accepts the schemes file," in output and "sqlite" in output, output
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize(("uri", "says"), UNUSABLE)
+@pytest.mark.parametrize("command", REGISTRY_COMMANDS, ids=lambda c: "-".join(c[:2]))
+def test_a_registry_uri_mlflow_cannot_use_is_named_as_mlflow_registry_uri(
+    store: str, empty: Path, uri: str, says: str, command: list[str]
+) -> None:
+    result = invoke(*command, env={"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": uri})
+    output = one_error_line(result, f"MLFLOW_REGISTRY_URI is {uri}", says)
+    if "scheme" in says:
+        assert "model registry store" in output and "green+<uri>" in output, output
+    assert list(empty.iterdir()) == []
+
+
+def test_the_real_command_says_it_in_one_line(tmp_path: Path) -> None:
+    """No traceback from the installed entry point either (CliRunner shows only the error)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(REPO)
+    for args in (["rank", "--tracking-uri", "sqllite:///mlflow.db"], ["gate", MODEL, "1"]):
+        if args[0] == "gate":
+            env["MLFLOW_TRACKING_URI"] = "htp://127.0.0.1:5000"
+        done = subprocess.run(
+            [sys.executable, "-m", "mlflow_green.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert "did you mean" in done.stderr and done.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", OPENING[:3], ids=lambda c: c[0])
+def test_an_in_memory_database_is_refused(empty: Path, uri: str, command: list[str]) -> None:
+    """New and empty in each command: rank once failed on MLflow's own tables there."""
+    one_error_line(invoke(*command, "--tracking-uri", uri), f"--tracking-uri is {uri}", "in-memory")
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    """A web server that answers every request, but is no MLflow server."""
+
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("command", [OPENING[1], OPENING[2], OPENING[5]], ids=lambda c: c[0])
+def test_a_server_that_is_not_mlflow_is_named_at_the_first_request(command: list[str]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotMlflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = invoke(*command, "--tracking-uri", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    one_error_line(
+        result, f"--tracking-uri is {url}, which MLflow cannot open as a tracking store", "404"
+    )
+
+
+def test_a_file_store_mlflow_refuses_is_named_with_mlflows_reason(empty: Path) -> None:
+    """MLflow 3 refuses file stores unless MLFLOW_ALLOW_FILE_STORE=true: said as one line."""
+    store = empty / "mlruns"
+    (store / ".trash").mkdir(parents=True)
+    result = invoke(
+        "gate",
+        MODEL,
+        "1",
+        "--tracking-uri",
+        store.as_uri(),
+        env={"MLFLOW_ALLOW_FILE_STORE": "false"},
+    )
+    one_error_line(
+        result, "which MLflow cannot open as a tracking store", "MLFLOW_ALLOW_FILE_STORE"
+    )
+
+
+# -- a local file that is not an MLflow store is refused and left as it is -------------------
+
+
+def _foreign(folder: Path, kind: str) -> Path:
+    """A file or folder another application owns, that MLflow would turn into a store."""
+    if kind == "folder":
+        path = folder / "project"
+        (path / "data").mkdir(parents=True)
+        (path / "data" / "rows.csv").write_text("a,b\n1,2\n")
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "app.db"
+    if kind == "empty":
+        path.touch()
+    elif kind == "text":
+        path.write_text("not a database\n")
+    else:
+        db = sqlite3.connect(path)
+        if kind == "sqlite-wal":
+            db.execute("PRAGMA journal_mode = wal")
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO users (name) VALUES ('ada')")
+        db.commit()
+        db.close()
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+FOREIGN = {
+    "empty": "is an empty file (0 bytes)",
+    "text": "is not a SQLite database",
+    "sqlite": "is a SQLite database without MLflow's experiments table (its tables: users)",
+    "sqlite-wal": "is a SQLite database without MLflow's experiments table (its tables: users)",
+    "folder": "is a folder without MLflow experiments or registered models",
+}
+
+
+@pytest.mark.parametrize("kind", FOREIGN)
+@pytest.mark.parametrize("command", OPENING, ids=lambda c: "-".join(c[:2]))
+@pytest.mark.parametrize("source", ["--tracking-uri", "MLFLOW_TRACKING_URI"])
+def test_a_store_that_is_not_mlflows_is_refused_and_left_unchanged(
+    tmp_path: Path, empty: Path, kind: str, command: list[str], source: str
+) -> None:
+    path = _foreign(tmp_path / "theirs", kind)
+    uri = path.as_uri() if kind == "folder" else f"sqlite:///{path}"
+    before = _snapshot(tmp_path / "theirs")
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true"}  # MLflow would then write into the folder
+    if source == "--tracking-uri":
+        result = invoke(*command, "--tracking-uri", uri, env=env)
+    else:
+        result = invoke(*command, env={**env, "MLFLOW_TRACKING_URI": uri})
+    one_error_line(result, f"{source} is {uri}, and {path} {FOREIGN[kind]}", "not an MLflow store")
+    assert _snapshot(tmp_path / "theirs") == before  # no tables, no -wal, -shm or -journal
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", REGISTRY_COMMANDS, ids=lambda c: "-".join(c[:2]))
+def test_a_registry_database_that_is_not_mlflows_is_refused(
+    store: str, tmp_path: Path, empty: Path, command: list[str]
+) -> None:
+    path = _foreign(tmp_path / "theirs", "sqlite")
+    before = _snapshot(tmp_path / "theirs")
+    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": f"sqlite:///{path}"}
+    one_error_line(invoke(*command, env=env), f"MLFLOW_REGISTRY_URI is sqlite:///{path}, and")
+    assert _snapshot(tmp_path / "theirs") == before
+
+
+def test_the_default_store_that_is_not_mlflows_is_refused(empty: Path) -> None:
+    """An ``mlflow.db`` of another application in the current folder, read by default."""
+    _foreign(empty, "sqlite").rename(empty / "mlflow.db")
+    before = _snapshot(empty)
+    one_error_line(
+        invoke("rank"), "the tracking URI is MLflow's default sqlite:///", "experiments table"
+    )
+    assert _snapshot(empty) == before
+
+
+def test_sync_refuses_a_tracking_uri_mlflow_cannot_use(
+    tmp_path: Path, empty: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    one_error_line(invoke("sync", "--tracking-uri", "sqllite:///x.db"), "did you mean 'sqlite'?")
+    path = _foreign(tmp_path / "theirs", "sqlite")
+    before = _snapshot(tmp_path / "theirs")
+    uri = f"sqlite:///{path}"
+    one_error_line(invoke("sync", "--tracking-uri", uri), f"--tracking-uri is {uri}, and {path}")
+    assert _snapshot(tmp_path / "theirs") == before
+    assert list(empty.iterdir()) == []
+
+
+# -- rank's and report's unknown metric and model name their option --------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["rank", "--metric", "nosuch"], ["--metric 'nosuch':", "metrics found: accuracy"]),
+        (["rank", "--model", "nosuch"], ["--model 'nosuch': no registered model named 'nosuch'"]),
+        (["rank", "--model", MODEL, "--model", "nope"], ["--model 'nope': no registered model"]),
+        (
+            ["report", "--experiment", "cli-errors", "-o", "r.html", "--metric", "nosuch"],
+            ["--metric 'nosuch':", "accuracy"],
+        ),
+    ],
+)
+def test_an_unknown_metric_or_model_names_its_option(
+    store: str, empty: Path, args: list[str], fragments: list[str]
+) -> None:
+    output = one_error_line(invoke(*args, "--tracking-uri", store), *fragments)
+    assert f"--model '{MODEL}'" not in output
+    assert list(empty.iterdir()) == []
