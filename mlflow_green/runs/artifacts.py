@@ -13,7 +13,6 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,20 +133,14 @@ def write_artifacts(
     return paths
 
 
-def log_chart(
-    client: Any,
-    run_id: str,
-    report: EnergyReport,
-    info: PageInfo,
-    path: str,
-    drawn: Callable[[], None] | None = None,
-    artifact_uri: str | None = None,
-) -> None:
-    """Draw ``power.png`` at ``path`` and log it under ``green/``; ``drawn()`` is called
-    between the two (the drawing is done, the upload starts)."""
+def log_chart(client: Any, run_id: str, report: EnergyReport, info: PageInfo, path: str) -> None:
+    """Draw ``power.png`` at ``path`` and log it under ``green/``."""
     plot_power(report, info, path)
-    if drawn is not None:
-        drawn()
+    upload_chart(client, run_id, path)
+
+
+def upload_chart(client: Any, run_id: str, path: str, artifact_uri: str | None = None) -> None:
+    """Log the drawn chart at ``path`` under ``green/`` (of ``artifact_uri`` when known)."""
     repo = artifact_repo(client, artifact_uri)
     if repo is not None:
         repo.log_artifact(path, "green")

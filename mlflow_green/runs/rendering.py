@@ -25,16 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_green.measure.report import EnergyReport
-from mlflow_green.runs.artifacts import PageInfo, log_chart
+from mlflow_green.runs.artifacts import PageInfo, plot_power, upload_chart
 
 #: How long interpreter exit waits for the charts still queued.
 EXIT_WAIT_S = 5.0
 #: Charts waiting at most; a run ending with more draws its own (bounded memory and lag).
 MAX_QUEUED = 8
-# The most one drawing can take (matplotlib's first import included, on a busy machine).
-# Never an upload: a thread left inside matplotlib's C++ code while the interpreter shuts
-# down aborts the process, one waiting on the network does not.
-_DRAW_WAIT_S = 30.0
 
 
 @dataclass
@@ -46,15 +42,17 @@ class _Chart:
     warn: Callable[[str], None]
     entry: Path | None  # its spool entry; None when the spool folder refused it
     artifact_uri: str | None = None
+    owner: int = 0  # the thread whose run's end submitted it
 
 
 _lock = threading.Condition()
-_queue: deque[_Chart] = deque()
-_busy: list[_Chart] = []  # the chart being drawn or uploaded, if any
-_drawing = False  # inside matplotlib (see _DRAW_WAIT_S)
-_thread: threading.Thread | None = None
+_queue: deque[_Chart] = deque()  # to draw
+_uploads: deque[tuple[_Chart, str]] = deque()  # drawn: (chart, folder holding power.png)
+_busy: list[_Chart] = []  # being drawn or uploaded
+_drawer: threading.Thread | None = None
+_uploader: threading.Thread | None = None
 _leaving = False
-_held = threading.local()
+_holding: set[int] = set()  # threads inside held(): their charts wait for the block's end
 
 
 def submit(
@@ -66,28 +64,42 @@ def submit(
     artifact_uri: str | None = None,
 ) -> None:
     """Draw ``power.png`` for ``run_id`` and log it under ``green/``, in the background."""
-    global _thread
     entry = _spool_entry(client, run_id, report, info)
     chart = _Chart(client, run_id, report, info, warn, entry, artifact_uri)
     with _lock:
-        if not _leaving and len(_queue) < MAX_QUEUED:
+        if not _leaving and len(_queue) < MAX_QUEUED and _start_threads():
+            chart.owner = threading.get_ident()
             _queue.append(chart)
-            if not getattr(_held, "depth", 0):
-                _wake()
+            _lock.notify_all()
             return
-        # The queue is full, or the process is leaving (MLflow ends the fluent runs left
-        # open after our exit handler): this run's end draws its chart.
-        _set_drawing(True)
-    _draw(chart)
+    # The queue is full, or the process is leaving (MLflow ends the fluent runs left open
+    # after the threads stopped): this run's end draws and logs its chart.
+    folder = _draw(chart)
+    if folder is not None:
+        _upload(chart, folder)
 
 
-def _wake() -> None:
-    """Start the drawing thread if needed and let it take the queue (holding ``_lock``)."""
-    global _thread
-    if _thread is None or not _thread.is_alive():
-        _thread = threading.Thread(target=_loop, name="mlflow-green-render", daemon=True)
-        _thread.start()
-    _lock.notify_all()
+def _start_threads() -> bool:
+    """Start the drawer and the uploader if needed (holding ``_lock``); False if it cannot."""
+    global _drawer, _uploader
+    try:
+        if _drawer is None or not _drawer.is_alive():
+            # Not a daemon: the interpreter never stops it inside matplotlib's C++ code
+            # (a daemon thread stopped there aborts the process). It leaves when the
+            # interpreter shuts down, after a bounded wait (_stop_at_shutdown).
+            threading._register_atexit(_stop_at_shutdown)  # type: ignore[attr-defined]
+            _drawer = threading.Thread(target=_draw_loop, name="mlflow-green-draw")
+            _drawer.start()
+        if _uploader is None or not _uploader.is_alive():
+            # A daemon: an upload may hang on the network, and exit must not wait for it
+            # (its chart stays in the spool).
+            _uploader = threading.Thread(
+                target=_upload_loop, name="mlflow-green-upload", daemon=True
+            )
+            _uploader.start()
+    except RuntimeError:  # the interpreter is shutting down: draw inline
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -95,15 +107,22 @@ def held() -> Iterator[None]:
     """Charts submitted in this block (by this thread) start drawing when it ends: a run's
     end wraps MLflow's own end of the run in it, so that matplotlib, holding the GIL for
     ~50 ms, does not slow the run's end down."""
-    _held.depth = getattr(_held, "depth", 0) + 1
+    me = threading.get_ident()
+    with _lock:
+        outer = me in _holding
+        _holding.add(me)
     try:
         yield
     finally:
-        _held.depth -= 1
-        if not _held.depth:
+        if not outer:
             with _lock:
-                if _queue:
-                    _wake()
+                _holding.discard(me)
+                _lock.notify_all()
+
+
+def _next() -> _Chart | None:
+    """The first queued chart whose run's end is over (holding ``_lock``)."""
+    return next((c for c in _queue if c.owner not in _holding), None)
 
 
 def _spool_entry(client: Any, run_id: str, report: EnergyReport, info: PageInfo) -> Path | None:
@@ -125,55 +144,68 @@ def _spool_entry(client: Any, run_id: str, report: EnergyReport, info: PageInfo)
         return None
 
 
-def _loop() -> None:
+def _draw_loop() -> None:
     while True:
         with _lock:
-            while not _queue or _leaving:
+            while (chart := _next()) is None and not _leaving:
                 _lock.wait()
-            chart = _queue.popleft()
+            if _leaving:
+                return
+            _queue.remove(chart)
             _busy.append(chart)
-            _set_drawing(True)  # under the lock: finish() must never miss a drawing starting
+        folder = _draw(chart)
+        with _lock:
+            if folder is not None:
+                _uploads.append((chart, folder))
+            else:
+                _busy.remove(chart)
+            _lock.notify_all()
+
+
+def _upload_loop() -> None:
+    while True:
+        with _lock:
+            while not _uploads:
+                _lock.wait()
+            chart, folder = _uploads.popleft()
         try:
-            _draw(chart)
+            _upload(chart, folder)
         finally:
             with _lock:
-                _busy.remove(chart)
+                if chart in _busy:
+                    _busy.remove(chart)
                 _lock.notify_all()
 
 
-def _draw(chart: _Chart) -> None:
+def _draw(chart: _Chart) -> str | None:
+    """Draw the chart into a new folder; its path, or None (warned) on failure."""
     # mkdtemp, not TemporaryDirectory: at exit, weakref finalizers delete the latter's
-    # folders while this thread may still be drawing into one.
-    folder = None
+    # folders while the uploader may still be reading one.
+    folder = tempfile.mkdtemp(prefix="mlflow-green-")
     try:
-        folder = tempfile.mkdtemp(prefix="mlflow-green-")
+        plot_power(chart.report, chart.info, os.path.join(folder, "power.png"))
+        return folder
+    except Exception as exc:  # never break the user's job
+        _failed(chart, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _upload(chart: _Chart, folder: str) -> None:
+    try:
         path = os.path.join(folder, "power.png")
-        log_chart(
-            chart.client,
-            chart.run_id,
-            chart.report,
-            chart.info,
-            path,
-            _set_drawing,
-            chart.artifact_uri,
-        )
+        upload_chart(chart.client, chart.run_id, path, chart.artifact_uri)
         if chart.entry is not None:
             chart.entry.unlink(missing_ok=True)
     except Exception as exc:  # never break the user's job
-        where = f"it waits in {chart.entry} for `mlflow-green sync`" if chart.entry else "lost"
-        chart.warn(f"could not log green/power.png to run {chart.run_id} ({exc!r}); {where}")
+        _failed(chart, exc)
     finally:
-        _set_drawing(False)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _set_drawing(value: bool = False) -> None:
-    """Whether a chart is inside matplotlib (False: drawn, its upload starts)."""
-    global _drawing
-    with _lock:
-        _drawing = value
-        _lock.notify_all()
+def _failed(chart: _Chart, exc: Exception) -> None:
+    where = f"it waits in {chart.entry} for `mlflow-green sync`" if chart.entry else "lost"
+    chart.warn(f"could not log green/power.png to run {chart.run_id} ({exc!r}); {where}")
 
 
 def wait(timeout_s: float) -> bool:
@@ -182,16 +214,23 @@ def wait(timeout_s: float) -> bool:
         return _lock.wait_for(lambda: not _queue and not _busy, timeout_s)
 
 
+def _stop_at_shutdown() -> None:
+    # Called by the interpreter's shutdown before it joins the drawer (and before atexit).
+    finish(EXIT_WAIT_S)
+
+
 def finish(timeout_s: float = EXIT_WAIT_S) -> None:
-    """At exit: wait up to ``timeout_s`` for the queued charts; those still waiting stay in
-    the spool (``mlflow-green sync`` draws them), with one warning."""
+    """At exit: wait up to ``timeout_s`` for the queued charts, then stop drawing; those
+    still waiting stay in the spool (``mlflow-green sync`` draws them), with one warning."""
     global _leaving
+    if _leaving:
+        return
     wait(timeout_s)
     with _lock:
-        _leaving = True  # the thread takes no more charts
+        _leaving = True  # the drawer leaves after the chart it is drawing
         left = [*_busy, *_queue]
         _queue.clear()
-        _lock.wait_for(lambda: not _drawing, _DRAW_WAIT_S)
+        _lock.notify_all()
     if left:
         from mlflow_green.runs import spool
 
@@ -205,10 +244,12 @@ def finish(timeout_s: float = EXIT_WAIT_S) -> None:
 
 
 def _after_fork() -> None:
-    # The thread does not exist in a child; the parent's charts are the parent's.
-    global _lock, _thread, _leaving, _drawing
-    _lock, _thread, _leaving, _drawing = threading.Condition(), None, False, False
+    # The threads do not exist in a child; the parent's charts are the parent's.
+    global _lock, _drawer, _uploader, _leaving
+    _lock, _drawer, _uploader, _leaving = threading.Condition(), None, None, False
+    _holding.clear()
     _queue.clear()
+    _uploads.clear()
     _busy.clear()
 
 
