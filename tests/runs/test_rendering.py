@@ -36,6 +36,20 @@ def sqlite_uri(tmp_path, monkeypatch, no_green_environment):
     mlflow.set_tracking_uri(None)
 
 
+def _run_job(tmp_path: Path, script: str) -> tuple[str, subprocess.CompletedProcess]:
+    """Run ``script`` in a fresh interpreter on a store and spool folder of its own; it must
+    exit 0. Returns the store's URI and the finished process."""
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    (tmp_path / "job.py").write_text(textwrap.dedent(script))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_GREEN_SPOOL_DIR=str(tmp_path / "spool"))
+    proc = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return uri, proc
+
+
 def _names(client: MlflowClient, run_id: str) -> set[str]:
     return {f.path for f in client.list_artifacts(run_id, "green")}
 
@@ -80,14 +94,7 @@ print(" ".join(ids), flush=True)
 
 
 def test_charts_not_drawn_by_exit_wait_in_the_spool_and_sync_draws_them(tmp_path, monkeypatch):
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    (tmp_path / "job.py").write_text(textwrap.dedent(_MANY_RUNS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
-    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_GREEN_SPOOL_DIR=str(tmp_path / "spool"))
-    proc = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri, proc = _run_job(tmp_path, _MANY_RUNS)
     run_ids = proc.stdout.split()
     assert len(run_ids) == 20
     client = MlflowClient(uri)
@@ -129,14 +136,7 @@ os.waitpid(pid, 0)
 
 
 def test_a_chart_of_a_fork_child_that_exits_at_once_waits_in_the_spool(tmp_path, monkeypatch):
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    (tmp_path / "job.py").write_text(textwrap.dedent(_FORK_CHILD))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
-    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_GREEN_SPOOL_DIR=str(tmp_path / "spool"))
-    proc = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri, _ = _run_job(tmp_path, _FORK_CHILD)
     run_id = (tmp_path / "child-run").read_text()
     client = MlflowClient(uri)
     monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
