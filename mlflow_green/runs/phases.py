@@ -54,8 +54,8 @@ class Phase(Tracker):
             warn(f"mlflow-green: could not log phase {self.name!r}: {exc!r}", stacklevel=2)
 
 
-def phase(name: str) -> Phase:
-    """Measure a lifecycle phase of the active MLflow run as ``green/phase/<name>_kwh``.
+def phase(name: str, run_id: str | None = None) -> Phase:
+    """Measure a lifecycle phase of a run as ``green/phase/<name>_kwh``.
 
     >>> with mlflow.start_run():
     ...     with mlflow_green.phase("preprocess"):
@@ -63,32 +63,51 @@ def phase(name: str) -> Phase:
     ...     with mlflow_green.phase("train"):
     ...         fit()
 
-    A phase that repeats is summed; phases may nest (an outer phase includes
-    the inner one). The value is facility energy (PUE applied), like
-    ``green/energy_kwh``. Outside a run it measures but logs nothing, with a
-    warning. Raises ``ValueError`` for a name MLflow cannot use as a metric.
+    The run is ``run_id`` when given, else the active MLflow run, else the only
+    run autolog measures in this process (a run created through ``MlflowClient``,
+    as Lightning's ``MLFlowLogger`` does inside ``fit()``). A phase that repeats is
+    summed; phases may nest (an outer phase includes the inner one). The value is
+    facility energy (PUE applied), like ``green/energy_kwh``. With no run to log
+    to it measures but logs nothing, with a warning. Raises ``ValueError`` for a
+    name MLflow cannot use as a metric, or a ``run_id`` that is not a string.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
             f"phase name {name!r} is invalid: use letters, digits, '_', '-', '.' or spaces "
             "(it becomes the metric green/phase/<name>_kwh)"
         )
+    if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+        raise ValueError(f"phase run_id {run_id!r} is invalid: give an MLflow run id (a string)")
     state = current()
     config = state.config.measure if state is not None else MeasureConfig.build()
-    run_id = None
+    run_id = run_id or target_run_id()
+    if run_id is None:
+        warn(
+            f"mlflow-green: phase {name!r} has no MLflow run (no active run, and autolog "
+            "measures none in this process): measured, not logged; pass run_id=",
+            stacklevel=2,
+        )
+    return Phase(name, config, run_id)
+
+
+def target_run_id() -> str | None:
+    """The run a phase or a training callback is for when none is named: the active MLflow
+    run of this thread, else the only run autolog measures in this process, else None
+    (two or more measured runs are ambiguous)."""
     try:
         import mlflow
 
         active = mlflow.active_run()
-        run_id = active.info.run_id if active is not None else None
+        if active is not None:
+            return active.info.run_id
     except Exception:
-        run_id = None
-    if run_id is None:
-        warn(
-            f"mlflow-green: phase {name!r} has no active MLflow run: measured, not logged",
-            stacklevel=2,
-        )
-    return Phase(name, config, run_id)
+        pass
+    state = current()
+    if state is None:
+        return None
+    with state.lock:
+        open_runs = [r for r, t in state.runs.items() if not t.window.closed]
+    return open_runs[0] if len(open_runs) == 1 else None
 
 
 def add_phase_energy(

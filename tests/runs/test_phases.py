@@ -78,7 +78,7 @@ def test_a_repeated_phase_in_a_run_without_autolog_is_summed(sqlite_uri) -> None
 
 
 def test_phase_without_a_run_measures_and_warns(sqlite_uri) -> None:
-    with pytest.warns(UserWarning, match="phase 'export' has no active MLflow run"):
+    with pytest.warns(UserWarning, match="phase 'export' has no MLflow run"):
         phase = mlflow_green.phase("export")
     with phase:
         busy(0.05)
@@ -101,3 +101,42 @@ def test_exception_in_a_phase_is_unchanged_and_the_phase_still_logged(sqlite_uri
 def test_invalid_phase_name(name) -> None:
     with pytest.raises(ValueError, match="phase name"):
         mlflow_green.phase(name)
+
+
+def test_phase_attaches_to_the_only_run_autolog_measures_when_no_run_is_active(sqlite_uri) -> None:
+    # As Lightning's MLFlowLogger does: the run is created through MlflowClient, never active.
+    mlflow_green.autolog(log_artifacts=False)
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    assert mlflow.active_run() is None
+    with mlflow_green.phase("train") as train:
+        busy(0.1)
+    client.set_terminated(run_id)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["green/phase/train_kwh"] == pytest.approx(
+        train.report.device_energy_j / J_PER_KWH, rel=1e-12
+    )
+
+
+def test_phase_with_two_measured_runs_and_none_active_logs_nothing_and_says_so(sqlite_uri) -> None:
+    mlflow_green.autolog(log_artifacts=False)
+    client = MlflowClient()
+    runs = [client.create_run("0").info.run_id for _ in range(2)]
+    expected = "phase 'train' has no MLflow run .* pass run_id="
+    with pytest.warns(UserWarning, match=expected), mlflow_green.phase("train"):
+        busy(0.05)
+    for run_id in runs:
+        client.set_terminated(run_id)
+        assert "green/phase/train_kwh" not in client.get_run(run_id).data.metrics
+
+
+def test_phase_run_id_names_a_run_autolog_does_not_measure(sqlite_uri) -> None:
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    with mlflow_green.phase("evaluate", run_id=run_id) as evaluate:
+        busy(0.05)
+    assert client.get_run(run_id).data.metrics["green/phase/evaluate_kwh"] == pytest.approx(
+        evaluate.report.device_energy_j / J_PER_KWH, rel=1e-12
+    )
+    with pytest.raises(ValueError, match="phase run_id 5 is invalid"):
+        mlflow_green.phase("x", run_id=5)
