@@ -184,3 +184,16 @@ def test_a_failing_meter_costs_one_warning_and_never_stops_training(
         energy.end()
     assert stops == [False, False, False]
     assert len([w for w in caught if "training goes on" in str(w.message)]) == 1
+
+
+def test_the_callbacks_package_imports_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlflow_green.callbacks as c; c.TrainingEnergy; "
+        "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'transformers', 'keras', "
+        "'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
