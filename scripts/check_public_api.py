@@ -19,6 +19,7 @@ import argparse
 import configparser
 import importlib
 import importlib.metadata
+import os
 import re
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ _FROM_IMPORT = re.compile(
     r"^\s*from\s+(mlflow_green(?:\.\w+)*)\s+import\s+(\([^)]*\)|[^\n#]+)", re.MULTILINE
 )
 _IMPORT = re.compile(r"^\s*import\s+([^\n#]+)", re.MULTILINE)
+# ``mlflow_green.callbacks.keras`` imports Keras, which reads its backend at its first import;
+# the development environment has torch, not TensorFlow.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 
 def readme_names(text: str) -> list[str]:

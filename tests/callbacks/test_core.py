@@ -197,3 +197,20 @@ def test_the_callbacks_package_imports_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_tracking_server_that_is_down_costs_one_warning_and_the_budget_still_stops(
+    sqlite_uri, rapl
+) -> None:
+    from tests.mlflow_server import free_port
+
+    tree, zones = rapl
+    client = MlflowClient(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    energy = TrainingEnergy(max_kwh=2.5 * EPOCH_KWH, run_id="0123456789abcdef")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(tree, zones, energy, 10, client=client) == 1
+    messages = [str(w.message) for w in caught if "mlflow-green" in str(w.message)]
+    assert len([m for m in messages if "not logged yet" in m]) == 1
+    assert "cannot connect to 127.0.0.1" in " ".join(messages)
+    assert any("stopping the training at epoch 0" in m for m in messages)
