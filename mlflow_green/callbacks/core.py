@@ -109,6 +109,7 @@ class TrainingEnergy:
         self._start: Reading | None = None
         self._last: Reading | None = None
         self._total_epochs: int | None = None
+        self._done_before: float | None = None
         self._unit = "epochs"
         self._pending: list[Any] = []
         self._pending_tags: dict[str, str] = {}
@@ -125,15 +126,20 @@ class TrainingEnergy:
         client: Any = None,
         log: bool = True,
         progress_unit: str = "epochs",
+        done_before: float | None = None,
     ) -> None:
         """Training starts: find the run and the budgets, start measuring.
 
         ``total_epochs`` gives the forecast its denominator when :meth:`epoch_end` gets no
         ``fraction_done``; ``client`` is the ``MlflowClient`` the framework logs with;
         ``log=False`` (a distributed job's other ranks) measures and decides, logs nothing.
+        ``done_before`` is the share of training a resumed training had done before (by
+        default 0, or the first epoch :meth:`epoch_end` sees over ``total_epochs``): the
+        forecast extrapolates this session's energy over the share left to it.
         """
         self._reset()
         try:
+            self._done_before = _share(done_before)
             self._total_epochs = _positive_int(total_epochs)
             self._unit = progress_unit
             self._log = log
@@ -198,18 +204,30 @@ class TrainingEnergy:
 
     def _fraction(self, epoch: int, given: float | None) -> float | None:
         if given is not None:
+            if self._done_before is None:
+                self._done_before = 0.0
             value = float(given)
-            return value if math.isfinite(value) and value > 0 else None
+            return min(1.0, value) if math.isfinite(value) and value > 0 else None
         if self._total_epochs is None:
             return None
+        if self._done_before is None:  # a resumed training starts at a later epoch
+            self._done_before = min(1.0, max(0, int(epoch)) / self._total_epochs)
         return min(1.0, (int(epoch) + 1) / self._total_epochs)
+
+    def _session_share(self, fraction: float) -> float | None:
+        """The share of this session's training done, from the whole training's ``fraction``."""
+        before = self._done_before or 0.0
+        if before >= 1.0 or fraction <= before:
+            return None
+        return (fraction - before) / (1.0 - before)
 
     def _row(self, epoch: int, now: Reading, fraction: float | None) -> EpochEnergy:
         assert self._start is not None and self._last is not None
         trained_kwh = now.energy_kwh - self._start.energy_kwh
         projected = None
-        if fraction is not None:
-            projected = self._start.energy_kwh + trained_kwh / min(fraction, 1.0)
+        share = self._session_share(fraction) if fraction is not None else None
+        if share is not None:
+            projected = self._start.energy_kwh + trained_kwh / share
         projected_co2 = None
         if projected is not None and now.g_per_kwh is not None:
             projected_co2 = projected * now.g_per_kwh / 1000.0
@@ -322,6 +340,14 @@ class TrainingEnergy:
             f"the training callback failed while {what} ({exc!r}); training goes on, "
             "without the per-epoch energy and budget from here",
         )
+
+
+def _share(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number < 1.0 else None
 
 
 def _positive_int(value: Any) -> int | None:

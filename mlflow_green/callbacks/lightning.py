@@ -48,6 +48,7 @@ class GreenCallback(Callback):
             client=client,
             log=bool(trainer.is_global_zero),
             progress_unit="epochs or steps, whichever ends training first",
+            done_before=_fraction(trainer, epochs_done=trainer.current_epoch),
         )
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -80,12 +81,15 @@ def _positive(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _fraction(trainer: Any) -> float | None:
-    """Share of training done: epochs or steps, whichever limit ends training first."""
+def _fraction(trainer: Any, epochs_done: int | None = None) -> float | None:
+    """Share of training done: epochs or steps, whichever limit ends training first
+    (at an epoch's end, that epoch counts as done)."""
     shares = []
+    if epochs_done is None:
+        epochs_done = trainer.current_epoch + 1
     max_epochs = _positive(trainer.max_epochs)
     if max_epochs:
-        shares.append((trainer.current_epoch + 1) / max_epochs)
+        shares.append(epochs_done / max_epochs)
     max_steps = _positive(trainer.max_steps)
     if max_steps:
         shares.append(trainer.global_step / max_steps)

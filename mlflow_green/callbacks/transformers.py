@@ -40,6 +40,7 @@ class GreenCallback(TrainerCallback):
             state.num_train_epochs or None,
             log=bool(state.is_world_process_zero),
             progress_unit="steps",
+            done_before=state.global_step / state.max_steps if state.max_steps else None,
         )
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

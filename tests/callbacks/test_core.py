@@ -214,3 +214,26 @@ def test_a_tracking_server_that_is_down_costs_one_warning_and_the_budget_still_s
     assert len([m for m in messages if "not logged yet" in m]) == 1
     assert "cannot connect to 127.0.0.1" in " ".join(messages)
     assert any("stopping the training at epoch 0" in m for m in messages)
+
+
+def test_a_resumed_training_forecasts_only_what_is_left(sqlite_uri, rapl) -> None:
+    # Resumed at epoch 5 of 10 (Keras' initial_epoch=5): five epochs are left, not ten.
+    tree, zones = rapl
+    energy = TrainingEnergy()
+    with mlflow.start_run() as run:
+        energy.begin(total_epochs=10)
+        for epoch in range(5, 10):
+            tree.advance(zones.package, 30.0)
+            tree.advance(zones.dram, 6.0)
+            energy.epoch_end(epoch)
+        energy.end()
+    projected = history(run.info.run_id, "green/projected_kwh")
+    assert projected == [(e, pytest.approx(5 * EPOCH_KWH)) for e in range(5, 10)]
+    # The same with steps: 40% done before this session, a fifth of the rest per epoch.
+    energy = TrainingEnergy()
+    energy.begin(done_before=0.4, log=False)
+    for i in range(1, 6):
+        tree.advance(zones.package, EPOCH_J)
+        energy.epoch_end(i, fraction_done=0.4 + 0.12 * i)
+    energy.end()
+    assert [row.projected_kwh for row in energy.history] == pytest.approx([5 * EPOCH_KWH] * 5)
