@@ -4,6 +4,9 @@
 logged, registered, and ranked by the energy of their fit; the table it prints is
 ``mlflow-green rank``'s, and it writes the Pareto plot and says where to look in the UI.
 
+``examples/training_budget.py``: a Lightning training stopped by its registered model's
+budget before its last epoch, after a baseline that ran to the end.
+
 ``examples/green_inference.py --small``: four variants of one model (fp32, bf16, int8,
 pruned) registered, measured with ``measure_inference`` and ranked by
 ``mlflow-green rank --energy inference``, whose table marks the Pareto front.
@@ -169,3 +172,25 @@ def test_quickstart_ranks_by_the_fit_as_the_cli_does(tmp_path: Path) -> None:
     assert f"mlflow ui --backend-store-uri {uri}" in stdout
     assert "green/report.html" in stdout and "'mlflow-green-quickstart'" in stdout
     assert not (work / "mlflow.db").exists()  # MLFLOW_TRACKING_URI was honoured
+
+
+def test_training_budget_stops_the_second_training_before_its_last_epoch(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    stdout = _run_example(ROOT / "examples" / "training_budget.py", tmp_path, uri)
+    assert "baseline: 6 epochs" in stdout
+    client = MlflowClient(uri)
+    runs = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("mlflow-green-training-budget").experiment_id]
+        )
+    }
+    budgeted, baseline = runs["budgeted"], runs["baseline"]
+    assert budgeted.info.status == baseline.info.status == "FINISHED"
+    assert "green.stopped_by_budget" not in baseline.data.tags
+    reason = budgeted.data.tags["green.stopped_by_budget"]
+    assert "exceeds registered model 'budgeted-regressor' (green.budget_kwh)" in reason
+    epochs_run = len(client.get_metric_history(budgeted.info.run_id, "green/epoch_kwh"))
+    assert 1 <= epochs_run < 6
+    assert len(client.get_metric_history(baseline.info.run_id, "green/epoch_kwh")) == 6
+    assert f"green.stopped_by_budget = {reason}" in stdout
