@@ -3,7 +3,8 @@
 Public API (imported lazily so that ``import mlflow_green`` costs almost nothing):
 ``autolog``, ``track``, ``phase``, ``flush``, ``EnergyReport``; registry budgets:
 ``set_budget``, ``check_budget``, ``promote``, ``BudgetCheck``, ``EnergyBudgetExceeded``;
-comparison: ``rank_models``, ``measure_inference``.
+comparison: ``rank_models``, ``measure_inference``; planning: ``estimate`` (a job before it
+runs: energy, CO2eq, cost), ``JobEstimate``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow_green._version import __version__
+    from mlflow_green.measure.planning import JobEstimate, estimate
     from mlflow_green.measure.report import EnergyReport
     from mlflow_green.measure.tracker import Tracker, track
     from mlflow_green.registry.budgets import (
@@ -33,11 +35,13 @@ __all__ = [
     "EnergyBudgetExceeded",
     "EnergyReport",
     "InferenceEnergy",
+    "JobEstimate",
     "RankingError",
     "Tracker",
     "__version__",
     "autolog",
     "check_budget",
+    "estimate",
     "flush",
     "measure_inference",
     "phase",
@@ -66,6 +70,8 @@ _LAZY = {
     "EnergyBudgetExceeded": "mlflow_green.registry.budgets",
     "Tracker": "mlflow_green.measure.tracker",
     "EnergyReport": "mlflow_green.measure.report",
+    "estimate": "mlflow_green.measure.planning",
+    "JobEstimate": "mlflow_green.measure.planning",
 }
 
 
