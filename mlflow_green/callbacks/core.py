@@ -140,7 +140,7 @@ class TrainingEnergy:
         self._reset()
         try:
             self._done_before = _share(done_before)
-            self._total_epochs = _positive_int(total_epochs)
+            self._total_epochs = positive_int(total_epochs)
             self._unit = progress_unit
             self._log = log
             self.run_id = self._run_id_given or run_id or target_run_id()
@@ -260,7 +260,7 @@ class TrainingEnergy:
 
     def _read_registry_budget(self) -> None:
         client = self._registry_client()
-        down = probe(_tracking_uri(client) or "", timeout_s=LEAVING_PROBE_TIMEOUT_S)
+        down = probe(client, timeout_s=LEAVING_PROBE_TIMEOUT_S)
         if down is not None:
             problems: list[str] = [f"could not read the registry's budget: {down}"]
         else:
@@ -272,7 +272,7 @@ class TrainingEnergy:
     def _registry_client(self) -> Any:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=_tracking_uri(self._logging_client()))
+        return MlflowClient(tracking_uri=getattr(self._logging_client(), "tracking_uri", None))
 
     def _logging_client(self) -> Any:
         if self._client is not None:
@@ -313,7 +313,7 @@ class TrainingEnergy:
         from mlflow.entities import RunTag
 
         client = self._logging_client()
-        down = probe(_tracking_uri(client) or "", timeout_s=LEAVING_PROBE_TIMEOUT_S)
+        down = probe(client, timeout_s=LEAVING_PROBE_TIMEOUT_S)
         if down is not None:
             self._warn_once("down", f"per-epoch energy not logged yet: {down}")
             return
@@ -342,6 +342,23 @@ class TrainingEnergy:
         )
 
 
+class BudgetedCallback:
+    """What every framework adapter shares: its arguments (those of :class:`TrainingEnergy`)
+    and its core, ``self.energy``. Listed first among an adapter's bases, so that the
+    framework's own callback class is initialised after it."""
+
+    def __init__(
+        self,
+        max_kwh: float | None = None,
+        max_co2eq_kg: float | None = None,
+        registered_model_name: str | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.energy = TrainingEnergy(max_kwh, max_co2eq_kg, registered_model_name, run_id=run_id)
+
+
 def _share(value: Any) -> float | None:
     try:
         number = float(value)
@@ -350,16 +367,10 @@ def _share(value: Any) -> float | None:
     return number if 0.0 <= number < 1.0 else None
 
 
-def _positive_int(value: Any) -> int | None:
+def positive_int(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number > 0 (a length of training), else None."""
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
         return None
     return number if number > 0 else None
-
-
-def _tracking_uri(client: Any) -> str | None:
-    uri = getattr(client, "tracking_uri", None)
-    if uri is None:
-        uri = getattr(getattr(client, "_tracking_client", None), "tracking_uri", None)
-    return uri if isinstance(uri, str) else None

@@ -10,10 +10,10 @@ from typing import Any
 
 import keras
 
-from mlflow_green.callbacks.core import TrainingEnergy
+from mlflow_green.callbacks.core import BudgetedCallback
 
 
-class GreenCallback(keras.callbacks.Callback):
+class GreenCallback(BudgetedCallback, keras.callbacks.Callback):
     """Per-epoch energy, its forecast, and a budget stop for ``model.fit``.
 
     >>> with mlflow.start_run():
@@ -24,17 +24,6 @@ class GreenCallback(keras.callbacks.Callback):
     own ``EarlyStopping`` does. Arguments: see
     :class:`~mlflow_green.callbacks.core.TrainingEnergy`.
     """
-
-    def __init__(
-        self,
-        max_kwh: float | None = None,
-        max_co2eq_kg: float | None = None,
-        registered_model_name: str | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.energy = TrainingEnergy(max_kwh, max_co2eq_kg, registered_model_name, run_id=run_id)
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.energy.begin((self.params or {}).get("epochs"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from mlflow_green.callbacks.core import TrainingEnergy
+from mlflow_green.callbacks.core import BudgetedCallback, positive_int
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -17,7 +17,7 @@ except ImportError:  # the standalone package of Lightning 1.x / 2.x
     from pytorch_lightning.callbacks import Callback
 
 
-class GreenCallback(Callback):
+class GreenCallback(BudgetedCallback, Callback):
     """Per-epoch energy, its forecast, and a budget stop for ``Trainer.fit``.
 
     >>> trainer = Trainer(max_epochs=20, logger=MLFlowLogger(...),
@@ -29,21 +29,10 @@ class GreenCallback(Callback):
     :class:`~mlflow_green.callbacks.core.TrainingEnergy`.
     """
 
-    def __init__(
-        self,
-        max_kwh: float | None = None,
-        max_co2eq_kg: float | None = None,
-        registered_model_name: str | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.energy = TrainingEnergy(max_kwh, max_co2eq_kg, registered_model_name, run_id=run_id)
-
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         run_id, client = _mlflow_logger_run(trainer)
         self.energy.begin(
-            _positive(trainer.max_epochs),
+            trainer.max_epochs,  # begin() takes a length only when it is > 0
             run_id=run_id,
             client=client,
             log=bool(trainer.is_global_zero),
@@ -77,20 +66,16 @@ def _mlflow_logger_run(trainer: Any) -> tuple[str | None, Any]:
     return None, None
 
 
-def _positive(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
-
-
 def _fraction(trainer: Any, epochs_done: int | None = None) -> float | None:
     """Share of training done: epochs or steps, whichever limit ends training first
     (at an epoch's end, that epoch counts as done)."""
     shares = []
     if epochs_done is None:
         epochs_done = trainer.current_epoch + 1
-    max_epochs = _positive(trainer.max_epochs)
+    max_epochs = positive_int(trainer.max_epochs)
     if max_epochs:
         shares.append(epochs_done / max_epochs)
-    max_steps = _positive(trainer.max_steps)
+    max_steps = positive_int(trainer.max_steps)
     if max_steps:
         shares.append(trainer.global_step / max_steps)
     return min(1.0, max(shares)) if shares else None

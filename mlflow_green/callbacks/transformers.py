@@ -10,10 +10,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mlflow_green.callbacks.core import TrainingEnergy
+from mlflow_green.callbacks.core import BudgetedCallback
 
 
-class GreenCallback(TrainerCallback):
+class GreenCallback(BudgetedCallback, TrainerCallback):
     """Per-epoch energy, its forecast, and a budget stop for ``Trainer.train``.
 
     >>> Trainer(model, args, train_dataset=data, callbacks=[GreenCallback(max_kwh=5.0)])
@@ -24,16 +24,6 @@ class GreenCallback(TrainerCallback):
     its own early stop. The forecast's progress is steps done / ``max_steps``.
     Arguments: see :class:`~mlflow_green.callbacks.core.TrainingEnergy`.
     """
-
-    def __init__(
-        self,
-        max_kwh: float | None = None,
-        max_co2eq_kg: float | None = None,
-        registered_model_name: str | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        self.energy = TrainingEnergy(max_kwh, max_co2eq_kg, registered_model_name, run_id=run_id)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.energy.begin(
