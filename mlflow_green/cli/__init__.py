@@ -1,8 +1,9 @@
 """The ``mlflow-green`` command: the click group, and which module holds each subcommand.
 
 ``measure`` (countries), ``runs`` (sync), ``registry`` (budget, gate, promote),
-``rank`` and ``report``. The subcommand modules only define commands (they never import this one);
-each imports what it needs when it runs, so that ``mlflow-green --help`` stays fast.
+``rank``, ``report`` and ``estimate``. The subcommand modules only define commands (they
+never import this one); each imports what it needs when it runs, so that
+``mlflow-green --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import click
 
 from mlflow_green._version import __version__
+from mlflow_green.cli.estimate import estimate
 from mlflow_green.cli.measure import countries
 from mlflow_green.cli.rank import rank
 from mlflow_green.cli.registry import budget, gate, promote
@@ -23,5 +25,5 @@ def main() -> None:
     """Energy and carbon of machine learning in MLflow."""
 
 
-for _command in (countries, sync, rank, report, budget, gate, promote):
+for _command in (countries, sync, rank, report, budget, gate, promote, estimate):
     main.add_command(_command)

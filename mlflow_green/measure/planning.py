@@ -53,7 +53,6 @@ ARGUMENTS = (
 #: (a GB200 superchip); more is a unit slip (mW, a whole node) rather than a device.
 MAX_POWER_W = 10_000.0
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_ASSUMED = "assumed: the full figure; give utilisation for a lighter load"
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,8 @@ def estimate_labelled(given: Mapping[str, Any], labels: Mapping[str, str]) -> Jo
         name, tdp_w = board.name, board.power_w
         share = 1.0 if utilisation is None else utilisation
         power_w = tdp_w * share
-        how = "given" if utilisation is not None else _ASSUMED
+        how = f"assumed: the full figure; give {label['utilisation']} for a lighter load"
+        how = "given" if utilisation is not None else how
         power_text = (
             f"{format_figure(tdp_w)} W {board.basis} of {board.name} ({board.source}) "
             f"x utilisation {_share(share)} ({how})"
