@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -118,6 +119,19 @@ def test_every_figure_has_a_source_and_a_basis() -> None:
         assert "http" in acc.source, acc  # a document one can open
         if acc.basis != "TDP":
             assert "mean" in acc.note and "TDP" in acc.note, acc  # says it is not a TDP
+
+
+def test_docs_list_every_accelerator_with_its_figure_and_source() -> None:
+    """docs/estimate.md's table is the code's: a figure changed in one is changed in both."""
+    docs = (Path(__file__).parents[2] / "docs" / "estimate.md").read_text()
+    rows = [
+        line for line in docs.splitlines() if line.startswith(("| NVIDIA", "| AMD", "| Google"))
+    ]
+    table = {row.split(" | ")[0][2:]: row.split(" | ") for row in rows}
+    for acc in accelerators.ACCELERATORS:
+        assert acc.name in table, acc.name
+        assert table[acc.name][1] == f"{acc.power_w:g}" and acc.source in table[acc.name][4]
+    assert set(table) == {acc.name for acc in accelerators.ACCELERATORS}  # no row left over
 
 
 def test_a_family_name_with_boards_of_different_power_lists_them() -> None:
