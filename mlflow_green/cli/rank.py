@@ -194,6 +194,11 @@ def to_table(frame: pd.DataFrame) -> str:
         # Where the training energy comes from ("phase:train" or "run"), beside it.
         at = energy_columns.index("energy_kwh") + 1
         energy_columns.insert(at, "energy_source")
+    if "cost" in frame.columns and frame["cost"].notna().any() and "energy_kwh" in energy_columns:
+        # The training energy's cost, where runs recorded one (autolog's price_per_kwh).
+        after = [c for c in ("energy_kwh", "energy_source", "co2eq_kg") if c in energy_columns]
+        at = energy_columns.index(after[-1]) + 1
+        energy_columns[at:at] = ["cost", "currency"]
     columns += energy_columns
     if attrs["greater_is_better"]:
         columns.append(ratio_col)

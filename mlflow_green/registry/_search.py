@@ -4,7 +4,8 @@ Paged ``search_registered_models`` (aliases), paged ``search_model_versions``,
 paged ``search_experiments`` (``search_runs`` needs experiment ids), then
 ``search_runs`` over ``attributes.run_id IN (...)`` batches: the number of
 tracking-server requests grows with pages, never with versions. Only reads.
-:func:`training_energy` reads a run's training energy from the metrics it holds.
+:func:`training_energy` reads a run's training energy from the metrics it holds, and
+:func:`training_cost` what that energy cost.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ FETCH_THREADS = 3
 
 #: The training phase's energy (kWh, PUE applied), preferred to the whole run's.
 TRAIN_PHASE_METRIC = "green/phase/train_kwh"
+#: The run's electricity cost (``price_per_kwh`` x its kWh) and the currency it is in.
+COST_METRIC, CURRENCY_TAG = "green/cost", "green.currency"
 #: ``energy_source`` values: the run's ``train`` phase, the whole run, or neither known.
 SOURCE_PHASE, SOURCE_RUN, SOURCE_NONE = "phase:train", "run", ""
 
@@ -81,6 +84,18 @@ def training_energy(
         share_co2eq_kg = run_co2eq_kg * (phase_kwh / run_kwh) if run_kwh > 0 else math.nan
         return phase_kwh, share_co2eq_kg, SOURCE_PHASE
     return run_kwh, run_co2eq_kg, SOURCE_NONE if math.isnan(run_kwh) else SOURCE_RUN
+
+
+def training_cost(
+    metrics: dict[str, float], tags: dict[str, str] | None, train_kwh: float
+) -> dict[str, Any]:
+    """``{"cost": ..., "currency": ...}`` of ``train_kwh`` at the run's own price (its
+    ``green/cost`` over its ``green/energy_kwh``): the whole run's cost, or the train
+    phase's share of it. NaN and ``""`` where the run recorded no cost (no price set)."""
+    run_cost, run_kwh = _finite(metrics.get(COST_METRIC)), _finite(metrics.get(ENERGY_METRIC))
+    cost = run_cost * (train_kwh / run_kwh) if run_kwh > 0 else math.nan
+    currency = (tags or {}).get(CURRENCY_TAG, "") if not math.isnan(cost) else ""
+    return {"cost": cost, "currency": currency}
 
 
 def read_all(

@@ -30,6 +30,7 @@ import pandas as pd
 from mlflow_green.registry import _search
 from mlflow_green.registry._search import TRAIN_PHASE_METRIC, VERSIONS_PAGE_SIZE
 from mlflow_green.registry.inference import INFERENCE_METRIC, INFERENCE_TAG
+from mlflow_green.registry.pareto import pareto_front
 from mlflow_green.registry.rule import ENERGY_METRIC
 
 ENERGY_AXES = ("train", "inference", "lifecycle")
@@ -53,6 +54,8 @@ def _data_columns(metric: str) -> list[str]:
         "energy_kwh",
         "energy_source",
         "co2eq_kg",
+        "cost",
+        "currency",
         "inference_wh_per_1k",
     ]
 
@@ -101,7 +104,10 @@ def rank_models(
     with the columns ``model``, ``version`` (int), ``aliases`` (comma-separated),
     ``run_id``, ``<metric>`` (the run's latest value), ``energy_kwh`` (the training
     energy, kWh with PUE), ``energy_source``, ``co2eq_kg`` (the emissions of
-    ``energy_kwh``, kg CO2eq), ``inference_wh_per_1k`` (Wh per 1,000 predictions),
+    ``energy_kwh``, kg CO2eq), ``cost`` and ``currency`` (what ``energy_kwh`` cost at the
+    run's own ``price_per_kwh``: the run's ``green/cost`` in its ``green.currency``, or
+    the train phase's share of it; NaN and ``""`` without a price), ``inference_wh_per_1k``
+    (Wh per 1,000 predictions),
     ``break_even_queries``, the ratio column, ``pareto``, ``rank`` (1 = best;
     ``<NA>`` for unranked rows) and ``reason``.
 
@@ -279,6 +285,7 @@ def _frame(
             "energy_kwh": train_kwh,
             "energy_source": source,
             "co2eq_kg": co2eq_kg,
+            **_search.training_cost(metrics, run_tags, train_kwh),
             # The version's own tag wins: a run can hold several registered models.
             "inference_wh_per_1k": _float(tags.get(INFERENCE_TAG, metrics.get(INFERENCE_METRIC))),
         }
@@ -306,7 +313,8 @@ def _frame(
     frame = pd.DataFrame(rows, columns=[*columns, "reason"])
     frame["version"] = frame["version"].astype("int64")
     for col in columns[4:]:
-        frame[col] = frame[col].astype(object if col == "energy_source" else "float64")
+        text = col in ("energy_source", "currency")
+        frame[col] = frame[col].astype(object if text else "float64")
     _add_energy_columns(frame, queries)
     ok = frame["reason"] == ""
     if greater_is_better:
@@ -371,29 +379,3 @@ def _order(frame: pd.DataFrame, metric: str, energy: str, greater: bool) -> pd.D
     out = out[columns]
     out.attrs = dict(frame.attrs)
     return out
-
-
-def pareto_front(quality: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """Boolean mask of the points no other point dominates (higher quality, lower energy).
-
-    A point is dominated when another is at least as good on both axes and strictly
-    better on one; equal points are all on the front. O(n log n).
-    """
-    quality = np.asarray(quality, dtype=float)
-    energy = np.asarray(energy, dtype=float)
-    n = len(quality)
-    front = np.zeros(n, dtype=bool)
-    order = np.lexsort((-quality, energy))  # energy ascending, then quality descending
-    best_before = -math.inf  # best quality among strictly lower energies
-    i = 0
-    while i < n:
-        j = i
-        while j < n and energy[order[j]] == energy[order[i]]:
-            j += 1
-        group = order[i:j]
-        top = quality[group[0]]
-        if top > best_before:
-            front[group[quality[group] == top]] = True
-        best_before = max(best_before, top)
-        i = j
-    return front

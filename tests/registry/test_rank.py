@@ -115,6 +115,37 @@ def must_show(registry: Registry) -> Registry:
 
 
 # -- the ranking -------------------------------------------------------------------------------
+def test_cost_is_the_runs_own_price_times_the_training_energy(registry: Registry) -> None:
+    """``cost``: the run's ``green/cost`` (autolog's ``price_per_kwh``) in its currency; a
+    train phase gets its share at the run's price; a run without a price has none."""
+    priced = {"green/cost": 0.004 * 0.25}  # 0.004 kWh at 0.25 EUR/kWh
+    _, whole = registry.version("m", green_metrics(0.9, 0.004) | priced)
+    registry.client.set_tag(whole, "green.currency", "EUR")
+    phase = green_metrics(0.8, 0.004) | priced | {"green/phase/train_kwh": 0.001}
+    _, part = registry.version("m", phase)
+    registry.client.set_tag(part, "green.currency", "EUR")
+    registry.version("m", green_metrics(0.7, 0.002))  # no price
+
+    frame = rank_models("accuracy").set_index("version")
+    assert frame.loc[1, "cost"] == pytest.approx(0.001) and frame.loc[1, "currency"] == "EUR"
+    assert frame.loc[2, "cost"] == pytest.approx(0.00025)  # 0.001 kWh x 0.25 EUR/kWh
+    assert math.isnan(frame.loc[3, "cost"]) and frame.loc[3, "currency"] == ""
+
+    from mlflow_green.cli.rank import to_table
+
+    header = to_table(rank_models("accuracy")).splitlines()[0].split()
+    assert header[header.index("co2eq_kg") + 1 : header.index("co2eq_kg") + 3] == [
+        "cost",
+        "currency",
+    ]
+
+
+def test_a_ranking_without_prices_has_no_cost_column_in_the_table(must_show: Registry) -> None:
+    from mlflow_green.cli.rank import to_table
+
+    frame = rank_models("accuracy")
+    assert frame["cost"].isna().all() and (frame["currency"] == "").all()
+    assert "cost" not in to_table(frame).splitlines()[0].split()
 
 
 def test_ranks_by_accuracy_per_kwh_with_exact_ratios_and_pareto_flags(must_show) -> None:
@@ -129,6 +160,8 @@ def test_ranks_by_accuracy_per_kwh_with_exact_ratios_and_pareto_flags(must_show)
         "energy_kwh",
         "energy_source",
         "co2eq_kg",
+        "cost",
+        "currency",
         "inference_wh_per_1k",
         "break_even_queries",
         "accuracy_per_kwh",
@@ -498,6 +531,8 @@ def test_lifecycle_ranks_by_training_plus_queries(lifecycle) -> None:
         "energy_kwh",
         "energy_source",
         "co2eq_kg",
+        "cost",
+        "currency",
         "inference_wh_per_1k",
         "inference_kwh",
         "lifecycle_kwh",
