@@ -77,6 +77,26 @@ def registry_limits(client: Any, name: str) -> tuple[dict[str, Limit], list[str]
     return limits, problems
 
 
+def read_registry_limits(
+    tracking_uri: str | None, name: str, timeout_s: float
+) -> tuple[dict[str, Limit], list[str]]:
+    """:func:`registry_limits` of ``name`` in the registry beside ``tracking_uri`` (the
+    training run's store; MLflow resolves the registry from it, ``MLFLOW_REGISTRY_URI`` or
+    ``mlflow.set_registry_uri``). Both servers are probed first, so that a registry that is
+    down costs ``timeout_s``, never MLflow's minutes of retries inside the training."""
+    from mlflow import MlflowClient
+
+    from mlflow_green._tracking import probe
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    uris = [client.tracking_uri, getattr(client, "_registry_uri", None)]
+    for uri in dict.fromkeys(u for u in uris if isinstance(u, str)):
+        down = probe(uri, timeout_s=timeout_s)
+        if down is not None:
+            return {}, [f"could not read the budget of registered model {name!r}: {down}"]
+    return registry_limits(client, name)
+
+
 def tightest(*groups: dict[str, Limit]) -> dict[str, Limit]:
     """The smallest budget of each kind over ``groups`` (a budget given and the registry's)."""
     out: dict[str, Limit] = {}

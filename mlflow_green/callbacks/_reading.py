@@ -33,6 +33,19 @@ def _reading(report: EnergyReport, base: dict[str, float] | Reading | None = Non
     )
 
 
+def _own_config() -> MeasureConfig:
+    """The settings of a training measured without autolog, from ``MLFLOW_GREEN_*``. Energy
+    does not depend on the location: a bad location variable leaves the CO2eq unknown (one
+    warning), as in zero-code mode, and the energy budget still applies."""
+    from mlflow_green._warnings import warn
+    from mlflow_green.measure.config import resolve_location
+
+    intensity, notes = resolve_location(unknown_location_ok=True)
+    for note in notes:
+        warn(f"mlflow-green: training callback: {note}", RuntimeWarning, stacklevel=2)
+    return MeasureConfig._with(intensity, None, None, None)
+
+
 class Meter:
     """Reads the energy of a training so far.
 
@@ -51,7 +64,7 @@ class Meter:
             self._own: Tracker | None = None
         else:
             self._tracked = None
-            self._config = state.config.measure if state is not None else MeasureConfig.build()
+            self._config = state.config.measure if state is not None else _own_config()
             self._own = Tracker("training", self._config).start()
         self._offset: Reading | None = None
 
@@ -70,6 +83,12 @@ class Meter:
             self._own = Tracker("training", self._config).start()
             self._tracked = None
         return _reading(self._own.report, self._offset)
+
+    def carry_on_from(self, energy_kwh: float) -> None:
+        """Count ``energy_kwh`` (earlier sessions of the run) before this training's own."""
+        g = self._config.intensity.g_per_kwh
+        co2 = None if g is None else energy_kwh * g / 1000.0
+        self._offset = Reading(energy_kwh, co2, g)
 
     def close(self) -> None:
         """Close the training's own window, if it has one."""

@@ -25,7 +25,7 @@ from mlflow_green.callbacks._budget import (
     Limit,
     check_model_name,
     given_limits,
-    registry_limits,
+    read_registry_limits,
     tightest,
 )
 from mlflow_green.callbacks._reading import Meter, Reading
@@ -137,6 +137,7 @@ class TrainingEnergy:
         default 0, or the first epoch :meth:`epoch_end` sees over ``total_epochs``): the
         forecast extrapolates this session's energy over the share left to it.
         """
+        self.end()  # a training that raised last time never ended: close its window
         self._reset()
         try:
             self._done_before = _share(done_before)
@@ -147,8 +148,19 @@ class TrainingEnergy:
             self._client = client
             self._meter = Meter(self.run_id)
             self._start = self._last = self._meter.read()
+            if not self._meter.whole_run and self.run_id is not None and log:
+                self._carry_on_from_the_runs_epochs()
             if self.registered_model_name is not None:
                 self._read_registry_budget()
+            co2eq = self.limits.get("co2eq")
+            if co2eq is not None and self._start.g_per_kwh is None:
+                self._warn_once(
+                    "co2eq unknown",
+                    f"the budget {co2eq.source} = {co2eq.value:g} kg cannot be applied: the "
+                    "carbon intensity is unknown (the run's green.carbon_intensity_source says "
+                    "why); the training is not stopped for CO2eq (a registered model's CO2eq "
+                    "budget refuses a version whose CO2eq is unknown)",
+                )
             if self.run_id is None and log:
                 self._warn_once(
                     "no run",
@@ -169,10 +181,9 @@ class TrainingEnergy:
         ``fraction_done`` is the share of training done (0-1], e.g. steps done / total
         steps; by default ``(epoch + 1) / total_epochs``. Once stopped, stays True.
         """
-        if self.stop_reason is not None:
-            return True
+        stopped = self.stop_reason is not None  # a framework may go on (min_epochs): log on
         if self._broken or self._meter is None or self._last is None or self._start is None:
-            return False
+            return stopped
         try:
             now = self._meter.read()
             fraction = self._fraction(epoch, fraction_done)
@@ -180,14 +191,14 @@ class TrainingEnergy:
             self._last = now
             self.history.append(row)
             self._queue(row)
-            reason = self._over_budget(row, now)
+            reason = None if stopped else self._over_budget(row, now)
             if reason is not None:
                 self.stop_reason = f"epoch {epoch}: {reason}"
                 self._pending_tags[STOPPED_TAG] = self.stop_reason
                 warn(f"mlflow-green: stopping the training at {self.stop_reason}", stacklevel=3)
         except Exception as exc:
             self._fail("measuring an epoch", exc)
-            return False
+            return stopped
         self._send_safely()
         return self.stop_reason is not None
 
@@ -259,20 +270,25 @@ class TrainingEnergy:
     # --- MLflow ------------------------------------------------------------------------------
 
     def _read_registry_budget(self) -> None:
-        client = self._registry_client()
-        down = probe(client, timeout_s=LEAVING_PROBE_TIMEOUT_S)
-        if down is not None:
-            problems: list[str] = [f"could not read the registry's budget: {down}"]
-        else:
-            found, problems = registry_limits(client, self.registered_model_name or "")
-            self.limits = tightest(self._given, found)
+        uri = getattr(self._logging_client(), "tracking_uri", None)
+        name = self.registered_model_name or ""
+        found, problems = read_registry_limits(uri, name, LEAVING_PROBE_TIMEOUT_S)
+        self.limits = tightest(self._given, found)
         for problem in problems:
             self._warn_once(problem, problem)
 
-    def _registry_client(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=getattr(self._logging_client(), "tracking_uri", None))
+    def _carry_on_from_the_runs_epochs(self) -> None:
+        """A training resumed in a run that already holds epochs (measured by this callback,
+        not by autolog) is budgeted from their sum: the run's total, not this session's."""
+        assert self._meter is not None and self._start is not None
+        client = self._logging_client()
+        if probe(client, timeout_s=LEAVING_PROBE_TIMEOUT_S) is not None:
+            return  # _send warns once the server is seen down
+        history = client.get_metric_history(self.run_id, "green/epoch_kwh")
+        before = sum(m.value for m in history if math.isfinite(m.value))
+        if before > 0:
+            self._meter.carry_on_from(before)
+            self._start = self._last = self._meter.read()
 
     def _logging_client(self) -> Any:
         if self._client is not None:

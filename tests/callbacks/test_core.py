@@ -237,3 +237,94 @@ def test_a_resumed_training_forecasts_only_what_is_left(sqlite_uri, rapl) -> Non
         energy.epoch_end(i, fraction_done=0.4 + 0.12 * i)
     energy.end()
     assert [row.projected_kwh for row in energy.history] == pytest.approx([5 * EPOCH_KWH] * 5)
+
+
+# -- found by the hostile review of issue 15 ----------------------------------------------------
+
+
+def test_a_registry_that_is_down_is_probed_not_retried_for_minutes(
+    sqlite_uri, rapl, monkeypatch
+) -> None:
+    from tests.mlflow_server import free_port
+
+    # The tracking store answers (SQLite); the registry MLflow resolves beside it does not.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"http://127.0.0.1:{free_port()}")
+    tree, zones = rapl
+    energy = TrainingEnergy(max_kwh=2.5 * EPOCH_KWH, registered_model_name="m")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mlflow.start_run():
+            assert train(tree, zones, energy, 10) == 1  # the budget given still applies
+    messages = [str(w.message) for w in caught if "mlflow-green" in str(w.message)]
+    assert any("could not read the budget of registered model 'm'" in m for m in messages)
+    assert any("cannot connect to 127.0.0.1" in m for m in messages), messages
+
+
+def test_a_co2_budget_that_cannot_be_applied_says_so_once(sqlite_uri, rapl, monkeypatch) -> None:
+    # A bad country without autolog: the CO2eq is unknown, the energy budget still applies.
+    tree, zones = rapl
+    monkeypatch.delenv("MLFLOW_GREEN_CARBON_INTENSITY")
+    monkeypatch.setenv("MLFLOW_GREEN_COUNTRY", "XXQ")
+    energy = TrainingEnergy(max_co2eq_kg=1e-15, max_kwh=2.5 * EPOCH_KWH)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mlflow.start_run():
+            assert train(tree, zones, energy, 10) == 1
+    messages = [str(w.message) for w in caught if "mlflow-green" in str(w.message)]
+    assert any("MLFLOW_GREEN_COUNTRY='XXQ'" in m for m in messages), messages
+    unknown = [m for m in messages if "cannot be applied: the carbon intensity is unknown" in m]
+    assert len(unknown) == 1 and "max_co2eq_kg = 1e-15 kg" in unknown[0]
+    assert energy.stop_reason is not None and "exceeds max_kwh" in energy.stop_reason
+
+
+def test_epochs_run_after_a_stop_request_are_still_logged(sqlite_uri, rapl) -> None:
+    # Lightning's min_epochs ignores should_stop: the epochs it runs anyway are logged.
+    tree, zones = rapl
+    energy = TrainingEnergy(max_kwh=1e-15)
+    with pytest.warns(UserWarning, match="at epoch 0"), mlflow.start_run() as run:
+        energy.begin(total_epochs=3)
+        stops = []
+        for epoch in range(3):
+            tree.advance(zones.package, 30.0)
+            tree.advance(zones.dram, 6.0)
+            stops.append(energy.epoch_end(epoch))
+        energy.end()
+    assert stops == [True, True, True]
+    assert history(run.info.run_id, "green/epoch_kwh") == [
+        (e, pytest.approx(EPOCH_KWH)) for e in range(3)
+    ]
+    tags = MlflowClient().get_run(run.info.run_id).data.tags
+    assert tags["green.stopped_by_budget"].startswith("epoch 0:")
+
+
+def test_a_training_that_raised_has_its_window_closed_by_the_next_begin(sqlite_uri, rapl) -> None:
+    from mlflow_green.measure import monitor
+
+    tree, zones = rapl
+    energy = TrainingEnergy()
+    for _ in range(3):  # HF and Keras call no end hook after an exception
+        energy.begin(total_epochs=3, log=False)
+        tree.advance(zones.package, 30.0)
+    energy.end()
+    assert monitor.get_monitor()._windows == {}  # no public count of open windows
+
+
+def test_a_training_resumed_in_the_same_run_is_budgeted_from_the_runs_epochs(
+    sqlite_uri, rapl
+) -> None:
+    tree, zones = rapl
+    with mlflow.start_run() as run:
+        assert train(tree, zones, TrainingEnergy(), 3) == 3  # 3 x EPOCH_KWH, no budget
+    # Resumed (epochs 3-5 of 6) with a budget of 4 epochs: the run already spent 3.
+    energy = TrainingEnergy(max_kwh=4.5 * EPOCH_KWH)
+    with pytest.warns(UserWarning, match="at epoch 3"), mlflow.start_run(run.info.run_id):
+        energy.begin(total_epochs=6)
+        for epoch in range(3, 6):
+            tree.advance(zones.package, 30.0)
+            tree.advance(zones.dram, 6.0)
+            if energy.epoch_end(epoch):
+                break
+        energy.end()
+    # Epoch 3: 4 epochs so far, forecast 4 + 1 x 2 = 6 > 4.5: stopped at once.
+    assert energy.history[0].total_kwh == pytest.approx(4 * EPOCH_KWH)
+    assert energy.history[0].projected_kwh == pytest.approx(6 * EPOCH_KWH)
