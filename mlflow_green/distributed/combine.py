@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_green.measure.carbon import co2eq_kg
+from mlflow_green.measure.footprint import FOOTPRINT_FIGURES, Figure, Footprint
 from mlflow_green.measure.meters import DOMAINS
 from mlflow_green.measure.report import J_PER_KWH
 
 Contribution = dict[str, Any]
 """One rank's report for one run: ``rank``, ``node``, ``final``, ``own_runs``, ``scope``,
 ``start_time_s``, ``duration_s``, ``energy_j`` (domain -> device -> J, no PUE), ``methods``,
-``hardware``, ``pue``, ``g_per_kwh``, ``country``, ``region``, ``intensity_source``."""
+``hardware``, ``pue``, ``g_per_kwh``, ``country``, ``region``, ``intensity_source``,
+``footprint`` (the footprint settings)."""
 
 
 def contribution(report: Any, rank: int, node: str, final: bool, own_runs: bool) -> Contribution:
@@ -48,6 +50,7 @@ def contribution(report: Any, rank: int, node: str, final: bool, own_runs: bool)
         "country": report.country,
         "region": report.region,
         "intensity_source": report.intensity_source,
+        "footprint": report.footprint.settings(),
     }
 
 
@@ -112,11 +115,21 @@ class NodeEnergy:
     """``None`` when the node's intensity is unknown (then so are its emissions)."""
     country: str | None = None
     region: str | None = None
+    footprint: Footprint = field(default_factory=Footprint)
+    """The node's cost, water and embodied settings (a node is one machine)."""
+    duration_s: float = 0.0
+    """The counted report's duration: the time the machine's embodied share is for."""
 
     @property
     def energy_kwh(self) -> float:
         """kWh drawn by the facility for this node (PUE applied)."""
         return sum(self.energy_j_by_domain.values()) * self.pue / J_PER_KWH
+
+    @property
+    def footprint_figures(self) -> dict[str, Figure]:
+        """This node's cost, water and embodied emissions (``None`` values when unknown)."""
+        device_kwh = sum(self.energy_j_by_domain.values()) / J_PER_KWH
+        return self.footprint.figures(self.energy_kwh, device_kwh, self.duration_s)
 
     @property
     def co2eq_kg(self) -> float | None:
@@ -153,6 +166,19 @@ class JobEnergy:
             total += co2eq
         return total
 
+    def footprint(self) -> dict[str, float | None]:
+        """Each footprint figure (``cost``, ``water_l``, ``embodied_co2eq_kg``) summed over the
+        nodes; ``None`` when any node's is unknown, and the cost when nodes' currencies differ."""
+        figures = [n.footprint_figures for n in self.nodes.values()]
+        out: dict[str, float | None] = {}
+        for name in FOOTPRINT_FIGURES:
+            values = [f[name].value for f in figures]
+            known = [v for v in values if v is not None]
+            out[name] = sum(known) if known and len(known) == len(values) else None
+        if len({n.footprint.currency for n in self.nodes.values()}) > 1:
+            out["cost"] = None  # no sum of euros and dollars
+        return out
+
     def energy_kwh_by_domain(self) -> dict[str, float]:
         """kWh per domain over all nodes (PUE applied): they add up to :attr:`energy_kwh`."""
         return {
@@ -163,11 +189,13 @@ class JobEnergy:
 
     def metrics(self) -> dict[str, float]:
         """The run's job-wide metrics: totals (``green/co2eq_kg`` only when every node's
-        intensity is known), domains and ``green/node/<node_id>_kwh``."""
+        intensity is known), the footprint figures every node knows, domains and
+        ``green/node/<node_id>_kwh``."""
         out = {"green/energy_kwh": self.energy_kwh}
         co2eq = self.co2eq_kg
         if co2eq is not None:
             out["green/co2eq_kg"] = co2eq
+        out.update({f"green/{k}": v for k, v in self.footprint().items() if v is not None})
         out.update({f"green/energy/{d}_kwh": v for d, v in self.energy_kwh_by_domain().items()})
         out.update({f"green/node/{n}_kwh": e.energy_kwh for n, e in self.nodes.items()})
         return out
@@ -185,6 +213,7 @@ class JobEnergy:
             "world_size": self.world_size,
             "energy_kwh": self.energy_kwh,
             "co2eq_kg": self.co2eq_kg,
+            **self.footprint(),
             "missing_ranks": self.missing_ranks,
             "own_run_ranks": self.own_run_ranks,
             "nodes": {
@@ -197,6 +226,10 @@ class JobEnergy:
                     "carbon_intensity_g_per_kwh": e.carbon_intensity_g_per_kwh,
                     "country": e.country,
                     "region": e.region,
+                    "footprint": {
+                        "settings": e.footprint.settings(),
+                        **{k: f.to_dict() for k, f in e.footprint_figures.items()},
+                    },
                 }
                 for n, e in self.nodes.items()
             },
@@ -246,6 +279,8 @@ def combine(
             carbon_intensity_g_per_kwh=_float_or_none(first.get("g_per_kwh")),
             country=first.get("country"),
             region=first.get("region"),
+            footprint=_footprint(first),
+            duration_s=float(first.get("duration_s") or 0.0),
         )
     missing = sorted(r for r in range(world_size) if not reports.get(r, {}).get("final"))
     return JobEnergy(
@@ -255,6 +290,14 @@ def combine(
         own_run_ranks=own,
         reports=[reports[r] for r in sorted(reports)],
     )
+
+
+def _footprint(contrib: Contribution) -> Footprint:
+    """A rank's footprint settings (none from a rank of an older version)."""
+    try:
+        return Footprint.from_dict(contrib.get("footprint"))
+    except (TypeError, ValueError) as exc:  # checked on that rank: only a damaged store
+        return Footprint(refused=f"rank {contrib.get('rank')}'s settings are unreadable: {exc}")
 
 
 def _float_or_none(value: Any) -> float | None:

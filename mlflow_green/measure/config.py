@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mlflow_green.measure._env import NumberParser, bounded_number, env_name, parse_bool
@@ -21,6 +21,7 @@ from mlflow_green.measure.carbon import (
     parse_carbon_intensity,
     resolve_intensity,
 )
+from mlflow_green.measure.footprint import FOOTPRINT_SETTINGS, Footprint
 
 __all__ = [
     "CARBON_INTENSITY_BOUNDS_G_PER_KWH",
@@ -34,6 +35,7 @@ __all__ = [
     "env_name",
     "parse_bool",
     "resolve_disable",
+    "resolve_footprint",
     "setting",
 ]
 
@@ -135,6 +137,33 @@ def resolve_location(
     )
 
 
+def resolve_footprint(tolerant: bool = False, **given: Any) -> tuple[Footprint, tuple[str, ...]]:
+    """The footprint settings (``price_per_kwh``, ``currency``, ``wue_l_per_kwh``,
+    ``electricity_water_l_per_kwh``, ``embodied_co2eq_kg``, ``lifetime_years``,
+    ``reserved_share``): each argument, else its ``MLFLOW_GREEN_<NAME>``; and warnings.
+
+    A bad value raises ``ValueError`` naming it, unless ``tolerant`` (zero-code mode: the
+    footprint does not change the energy): then no footprint figure is computed, the
+    footprint's ``refused`` says why, and the second item holds one message saying so.
+    """
+    unknown = set(given) - set(FOOTPRINT_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown footprint settings: {', '.join(sorted(unknown))}")
+    raw = {n: _raw(n, given.get(n)) for n in FOOTPRINT_SETTINGS}
+    try:
+        return Footprint.parse(
+            {n: v for n, (v, _) in raw.items()}, {n: lb for n, (_, lb) in raw.items()}
+        ), ()
+    except ValueError as exc:
+        if not tolerant:
+            raise
+        reason = str(exc)
+    return Footprint(refused=reason), (
+        f"{reason}. Energy is measured, with no cost, water or embodied emissions "
+        "(report.json's footprint says why).",
+    )
+
+
 @dataclass(frozen=True)
 class MeasureConfig:
     """What to measure and how to turn it into emissions; shared by ``track`` and ``autolog``."""
@@ -143,6 +172,8 @@ class MeasureConfig:
     pue: float = 1.0
     scope: str = "machine"
     sample_interval_s: float = 1.0
+    footprint: Footprint = field(default_factory=Footprint)
+    """Cost, water and embodied-emissions settings (see :mod:`~mlflow_green.measure.footprint`)."""
 
     @classmethod
     def build(
@@ -155,9 +186,11 @@ class MeasureConfig:
         pue: float | None = None,
         scope: str | None = None,
         sample_interval_s: float | None = None,
+        **footprint: Any,
     ) -> MeasureConfig:
         """Resolve arguments against ``MLFLOW_GREEN_*`` variables and validate them all.
 
+        ``footprint``: the settings :func:`resolve_footprint` takes (``price_per_kwh``, ...).
         Raises ``ValueError`` naming the bad value, its source and what is accepted.
         """
         intensity, _ = resolve_location(
@@ -167,11 +200,17 @@ class MeasureConfig:
             cloud_region=cloud_region,
             carbon_intensity=carbon_intensity,
         )
-        return cls._with(intensity, pue, scope, sample_interval_s)
+        measured, _ = resolve_footprint(**footprint)
+        return cls._with(intensity, pue, scope, sample_interval_s, measured)
 
     @classmethod
     def _with(
-        cls, intensity: CarbonIntensity, pue: Any, scope: Any, sample_interval_s: Any
+        cls,
+        intensity: CarbonIntensity,
+        pue: Any,
+        scope: Any,
+        sample_interval_s: Any,
+        footprint: Footprint | None = None,
     ) -> MeasureConfig:
         return cls(
             intensity=intensity,
@@ -180,6 +219,7 @@ class MeasureConfig:
             sample_interval_s=setting(
                 "sample_interval_s", sample_interval_s, 1.0, parse_sample_interval_s
             ),
+            footprint=footprint if footprint is not None else Footprint(),
         )
 
 
@@ -210,13 +250,15 @@ class AutologConfig:
         cloud_provider: str | None = None,
         cloud_region: str | None = None,
         unknown_location_ok: bool = False,
+        **footprint: Any,
     ) -> AutologConfig:
         """Resolve ``autolog``'s arguments against ``MLFLOW_GREEN_*`` variables; validate all.
 
         Raises ``ValueError`` naming the bad value, its source and what is accepted.
         With ``unknown_location_ok`` (zero-code mode) a bad location or
         ``carbon_intensity`` is not an error: energy is measured, the intensity is
-        unknown, and :attr:`warnings` says why.
+        unknown, and :attr:`warnings` says why; so is a bad footprint setting (``footprint``:
+        the settings :func:`resolve_footprint` takes): no cost, water or embodied figure.
         """
         intensity, notes = resolve_location(
             unknown_location_ok,
@@ -226,12 +268,13 @@ class AutologConfig:
             cloud_region=cloud_region,
             carbon_intensity=carbon_intensity,
         )
+        measured, footprint_notes = resolve_footprint(unknown_location_ok, **footprint)
         return cls(
-            measure=MeasureConfig._with(intensity, pue, scope, sample_interval_s),
+            measure=MeasureConfig._with(intensity, pue, scope, sample_interval_s, measured),
             flush_interval_s=setting(
                 "flush_interval_s", flush_interval_s, 30.0, parse_flush_interval_s
             ),
             log_artifacts=setting("log_artifacts", log_artifacts, True, parse_bool),
             silent=setting("silent", silent, False, parse_bool),
-            warnings=notes,
+            warnings=notes + footprint_notes,
         )

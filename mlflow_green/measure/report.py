@@ -6,6 +6,9 @@ figure is what the facility drew for them, PUE applied, so the domains' kWh add
 up to ``energy_kwh``; ``co2eq_kg`` follows from it, unless the carbon intensity is
 unknown (a bad location setting in zero-code mode): then ``co2eq_kg`` is ``None``,
 no ``green/co2eq_kg`` metric is logged, and every rendering says "unknown".
+The footprint beyond CO2eq (cost, water, embodied emissions) follows from the
+report's :class:`~mlflow_green.measure.footprint.Footprint` settings the same way:
+a figure without its settings is ``None``, and ``report.json`` says why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_green import _version
 from mlflow_green.measure.carbon import CarbonIntensity, co2eq_kg
+from mlflow_green.measure.footprint import Figure, Footprint
 from mlflow_green.measure.meters import DOMAINS
 
 if TYPE_CHECKING:
@@ -70,6 +74,8 @@ class EnergyReport:
     timeline: list[TimelinePoint] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     """Domain -> why its meter stopped early (energy after that point is missing)."""
+    footprint: Footprint = field(default_factory=Footprint)
+    """Cost, water and embodied-emissions settings; see :attr:`footprint_figures`."""
     version: str = _version.__version__
 
     @classmethod
@@ -94,6 +100,7 @@ class EnergyReport:
             cloud_region=intensity.cloud_region,
             timeline=[TimelinePoint(t, dict(p)) for t, p in m.timeline],
             failures=dict(m.failures),
+            footprint=config.footprint,
         )
 
     @property
@@ -118,13 +125,43 @@ class EnergyReport:
         return co2eq_kg(self.energy_kwh, self.carbon_intensity_g_per_kwh)
 
     @property
+    def device_energy_kwh(self) -> float:
+        """kWh drawn by all measured devices, no PUE (what on-site WUE applies to)."""
+        return self.device_energy_j / J_PER_KWH
+
+    @property
+    def footprint_figures(self) -> dict[str, Figure]:
+        """``cost``, ``water_l`` and ``embodied_co2eq_kg``, each with its method (or why it
+        is unknown), from this report's energy and duration."""
+        return self.footprint.figures(self.energy_kwh, self.device_energy_kwh, self.duration_s)
+
+    @property
+    def cost(self) -> float | None:
+        """``energy_kwh`` x ``price_per_kwh``, in ``footprint.currency``; ``None`` without a
+        price."""
+        return self.footprint.cost(self.energy_kwh).value
+
+    @property
+    def water_l(self) -> float | None:
+        """Litres of water: device kWh x on-site WUE (+ kWh x the electricity's water
+        intensity, when given); ``None`` without a WUE."""
+        return self.footprint.water_l(self.device_energy_kwh, self.energy_kwh).value
+
+    @property
+    def embodied_co2eq_kg(self) -> float | None:
+        """The run's share of the machine's manufacturing emissions (SCI's M), kg CO2eq;
+        ``None`` without the machine's embodied emissions and lifetime."""
+        return self.footprint.embodied(self.duration_s).value
+
+    @property
     def mean_power_w(self) -> dict[str, float]:
         """Average power per domain over the whole window, in watts."""
         d = self.duration_s
         return {k: (j / d if d > 0 else 0.0) for k, j in self.energy_j_by_domain.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure, the methods and the configuration, JSON-ready."""
+        """Every figure, the methods and the configuration, JSON-ready; ``footprint`` holds
+        the footprint settings and each footprint figure with its method."""
         out = asdict(self)
         out["timeline"] = [
             {"t_s": p.t_s, **{f"{k}_w": v for k, v in p.power_w.items()}} for p in self.timeline
@@ -134,6 +171,9 @@ class EnergyReport:
             co2eq_kg=self.co2eq_kg,
             device_energy_j=self.device_energy_j,
             energy_kwh_by_domain=self.energy_kwh_by_domain,
+            footprint=self.footprint.to_dict(
+                self.energy_kwh, self.device_energy_kwh, self.duration_s
+            ),
         )
         return out
 

@@ -97,6 +97,13 @@ def track(
     pue: float | None = None,
     scope: str | None = None,
     sample_interval_s: float | None = None,
+    price_per_kwh: float | None = None,
+    currency: str | None = None,
+    wue_l_per_kwh: float | None = None,
+    electricity_water_l_per_kwh: float | None = None,
+    embodied_co2eq_kg: float | None = None,
+    lifetime_years: float | None = None,
+    reserved_share: float | None = None,
 ) -> Tracker:
     """Measure the energy and emissions of a block of code; no MLflow run needed.
 
@@ -107,7 +114,11 @@ def track(
     Arguments are those of :func:`mlflow_green.autolog` (location, intensity in
     gCO2eq/kWh from 0 to 2000, PUE from 1.0 to 3.0, ``scope`` "machine" or
     "process", sample interval from 0.05 to 3600 seconds; see
-    :mod:`mlflow_green.measure.config`); unset ones come from ``MLFLOW_GREEN_<NAME>``
+    :mod:`mlflow_green.measure.config`), and the footprint settings (``price_per_kwh``
+    in ``currency``, ``wue_l_per_kwh`` and ``electricity_water_l_per_kwh``,
+    ``embodied_co2eq_kg`` over ``lifetime_years`` at ``reserved_share``; see
+    :mod:`mlflow_green.measure.footprint`) that give ``report.cost``, ``report.water_l``
+    and ``report.embodied_co2eq_kg``; unset ones come from ``MLFLOW_GREEN_<NAME>``
     variables. Bad values raise ``ValueError`` here, naming the value, the
     argument or variable it came from, and what is accepted.
     """
@@ -120,5 +131,12 @@ def track(
         pue=pue,
         scope=scope,
         sample_interval_s=sample_interval_s,
+        price_per_kwh=price_per_kwh,
+        currency=currency,
+        wue_l_per_kwh=wue_l_per_kwh,
+        electricity_water_l_per_kwh=electricity_water_l_per_kwh,
+        embodied_co2eq_kg=embodied_co2eq_kg,
+        lifetime_years=lifetime_years,
+        reserved_share=reserved_share,
     )
     return Tracker(name, config)

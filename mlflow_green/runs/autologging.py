@@ -30,6 +30,13 @@ def autolog(
     region: str | None = None,
     cloud_provider: str | None = None,
     cloud_region: str | None = None,
+    price_per_kwh: float | None = None,
+    currency: str | None = None,
+    wue_l_per_kwh: float | None = None,
+    electricity_water_l_per_kwh: float | None = None,
+    embodied_co2eq_kg: float | None = None,
+    lifetime_years: float | None = None,
+    reserved_share: float | None = None,
 ) -> None:
     """Record the energy and emissions of every MLflow run from now on.
 
@@ -45,6 +52,16 @@ def autolog(
         log_artifacts: write ``green/report.json``, ``timeline.csv`` and ``power.png``.
         disable: remove every hook; runs already measured stop being measured.
         silent: no warnings from mlflow-green (they go to the debug log).
+        price_per_kwh: electricity price per kWh (0 to 1e6): metric ``green/cost``, the
+            run's kWh (PUE included) x this; ``currency``: its ISO 4217 code (tag
+            ``green.currency``; needs a price).
+        wue_l_per_kwh: on-site water usage effectiveness, litres per kWh of device energy
+            (0 to 20): metric ``green/water_l``; ``electricity_water_l_per_kwh`` (0 to 100,
+            needs a WUE) adds the water consumed to generate each kWh drawn.
+        embodied_co2eq_kg: the machine's manufacturing emissions (0 to 1e6 kg), with its
+            ``lifetime_years`` (0.1 to 30; each needs the other) and the ``reserved_share``
+            of the machine a run uses ((0, 1], default 1): metric
+            ``green/embodied_co2eq_kg``, its share for the run's duration.
 
     Every argument also reads ``MLFLOW_GREEN_<NAME>`` when not given. Calling
     ``autolog`` again reconfigures. Invalid values raise ``ValueError`` here.
@@ -69,6 +86,13 @@ def autolog(
             flush_interval_s=flush_interval_s,
             log_artifacts=log_artifacts,
             silent=silent,
+            price_per_kwh=price_per_kwh,
+            currency=currency,
+            wue_l_per_kwh=wue_l_per_kwh,
+            electricity_water_l_per_kwh=electricity_water_l_per_kwh,
+            embodied_co2eq_kg=embodied_co2eq_kg,
+            lifetime_years=lifetime_years,
+            reserved_share=reserved_share,
         )
     )
 
@@ -78,7 +102,8 @@ def autolog_from_env() -> None:
 
     Energy does not depend on the location: a location setting that is not valid
     leaves the carbon intensity unknown (CO2eq is not logged; the run's
-    ``green.carbon_intensity_source`` tag says why) instead of measuring nothing.
+    ``green.carbon_intensity_source`` tag says why) instead of measuring nothing; a bad
+    footprint setting likewise leaves cost, water and embodied emissions unlogged.
     Any other bad setting raises, and the plugin turns that into one warning.
     """
     if is_enabled():  # an explicit autolog() call keeps its own arguments

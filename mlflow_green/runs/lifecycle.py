@@ -20,11 +20,11 @@ from mlflow_green.measure.report import EnergyReport
 from mlflow_green.runs import artifacts, rendering, spool
 from mlflow_green.runs.artifacts import PageInfo
 from mlflow_green.runs.flushing import ensure_flusher, phase_metrics, start_points, timeline_rows
-from mlflow_green.runs.names import final_metrics, tags
+from mlflow_green.runs.names import FOOTPRINT_METRICS, final_metrics, tags
 from mlflow_green.runs.tracked import State, Tracked, current, safely
 
 # Metrics that add up over a resumed run's sessions (power is an average, not additive).
-_ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s")
+_ADDITIVE = ("green/energy_kwh", "green/co2eq_kg", "green/duration_s", *FOOTPRINT_METRICS.values())
 _ADDITIVE_PREFIXES = ("green/energy/", "green/phase/", "green/node/")
 # How long a run's end waits for a periodic flush of the same run still talking to the server.
 _FINAL_WAIT_S = 10.0
@@ -159,8 +159,9 @@ def log_final(
     summary = final_metrics(report)
     if job is not None:  # the whole job's energy, node by node
         job_metrics = job.metrics()
-        if "green/co2eq_kg" not in job_metrics:  # a node's intensity is unknown: so is the job's
-            summary.pop("green/co2eq_kg", None)
+        for key in ("green/co2eq_kg", *FOOTPRINT_METRICS.values()):
+            if key not in job_metrics:  # unknown on a node (intensity, settings): so for the job
+                summary.pop(key, None)
         summary.update(job_metrics)
         for domain, method in report.methods.items():  # no meter on any node: no metric
             key = f"green/energy/{domain}_kwh"
@@ -168,8 +169,9 @@ def log_final(
                 del summary[key]
         job_tags = {**(job_tags or {}), **job.tags()}
     values = tracked.totals({**summary, **phase_metrics(tracked, report.pue)}, all_keys=True)
-    if "green/co2eq_kg" not in summary:  # unknown now: earlier sessions' CO2 is not the total
-        values.pop("green/co2eq_kg", None)
+    for key in ("green/co2eq_kg", *FOOTPRINT_METRICS.values()):
+        if key not in summary:  # unknown now: earlier sessions' figure is not the total
+            values.pop(key, None)
     zeros = start_points(tracked, report, values, now_ms)
     step = max(step, 1) if zeros else step
     metrics = zeros + [Metric(k, v, now_ms, step) for k, v in values.items()]

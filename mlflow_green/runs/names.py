@@ -6,6 +6,7 @@ metric and tag names of DESIGN.md's public contract, in one place.
 
 from __future__ import annotations
 
+from mlflow_green.measure.footprint import FOOTPRINT_FIGURES
 from mlflow_green.measure.meters import DOMAINS
 from mlflow_green.measure.report import EnergyReport, or_unknown
 
@@ -26,12 +27,28 @@ def final_metrics(report: EnergyReport) -> dict[str, float]:
 
 def cumulative_metrics(report: EnergyReport) -> dict[str, float]:
     """What a periodic flush logs, so a run that dies keeps what was measured:
-    ``green/energy_kwh`` and, when the intensity is known, ``green/co2eq_kg``."""
+    ``green/energy_kwh`` and, when the intensity is known, ``green/co2eq_kg``; and the
+    footprint figures whose settings were given (:data:`FOOTPRINT_METRICS`)."""
     out = {"green/energy_kwh": report.energy_kwh}
     co2eq = report.co2eq_kg
     if co2eq is not None:
         out["green/co2eq_kg"] = co2eq
+    out.update(footprint_metrics(report))
     return out
+
+
+#: Metric of each footprint figure (:attr:`EnergyReport.footprint_figures`).
+FOOTPRINT_METRICS = {name: f"green/{name}" for name in FOOTPRINT_FIGURES}
+
+
+def footprint_metrics(report: EnergyReport) -> dict[str, float]:
+    """``green/cost``, ``green/water_l``, ``green/embodied_co2eq_kg``: each only when its
+    settings were given (an unknown figure is no metric, never 0)."""
+    return {
+        FOOTPRINT_METRICS[name]: figure.value
+        for name, figure in report.footprint_figures.items()
+        if figure.value is not None
+    }
 
 
 def timeline_metrics(
@@ -58,7 +75,8 @@ def significant(value: float, digits: int = 3) -> float:
 
 
 def tags(report: EnergyReport) -> dict[str, str]:
-    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version.
+    """The ``green.*`` tags: location, intensity, PUE, meters, hardware, scope, version;
+    ``green.currency`` when a currency was given.
 
     An unknown intensity is tagged ``"unknown"``; its source tag says why.
     """
@@ -77,6 +95,8 @@ def tags(report: EnergyReport) -> dict[str, str]:
         out["green.region"] = report.region
     if report.cloud_provider:
         out["green.cloud"] = f"{report.cloud_provider}:{report.cloud_region}"
+    if report.footprint.currency:
+        out["green.currency"] = report.footprint.currency
     if report.failures:
         out["green.meter_failures"] = "; ".join(f"{d}: {r}" for d, r in report.failures.items())
     # MLflow caps tag values at 8000 characters.

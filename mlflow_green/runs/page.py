@@ -83,6 +83,7 @@ def render_run_page(
         _warnings(report, partial),
         _headline(report, domains),
         _domain_table(report, domains),
+        _footprint(report),
         _phase_table(report, phases, phase_kwh),
         _power_chart(report, domains, phases),
         _job_table(job) if job else "",
@@ -171,6 +172,25 @@ def _domain_table(report: EnergyReport, domains: list[str]) -> str:
         "<h2>Energy by domain</h2><table><tr><th>domain</th><th>method</th>"
         '<th class="n">energy</th><th class="n">share</th><th class="n">mean power</th>'
         f"<th>devices (J, no PUE)</th></tr>{''.join(rows)}</table>"
+    )
+
+
+_FIGURES = {"cost": "cost", "water_l": "water", "embodied_co2eq_kg": "embodied CO2eq"}
+
+
+def _footprint(report: EnergyReport) -> str:
+    """Cost, water and embodied emissions with their formulas; nothing when none is set."""
+    if not report.footprint.configured:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_FIGURES[name]}</td><td><code>green/{name}</code></td>"
+        f'<td class="n">{esc("unknown" if f.value is None else f"{f.value:.6g} {f.unit}".strip())}'
+        f'</td><td class="note">{esc(f.method)}</td></tr>'
+        for name, f in report.footprint_figures.items()
+    )
+    return (
+        '<h2>Footprint beyond energy</h2><table><tr><th>figure</th><th>metric</th><th class="n">'
+        f"value</th><th>how</th></tr>{rows}</table>"
     )
 
 

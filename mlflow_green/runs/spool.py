@@ -333,10 +333,13 @@ def missing_local_store(uri: str) -> str | None:
 def _report_from_dict(data: dict[str, Any]) -> EnergyReport:
     from dataclasses import fields
 
+    from mlflow_green.measure.footprint import Footprint
     from mlflow_green.measure.report import EnergyReport, TimelinePoint
 
     names = {f.name for f in fields(EnergyReport)}
     kwargs = {k: v for k, v in data.items() if k in names}
+    # report.json's footprint holds its settings and the figures computed from them.
+    kwargs["footprint"] = Footprint.from_dict((data.get("footprint") or {}).get("settings"))
     kwargs["timeline"] = [
         TimelinePoint(p["t_s"], {k[:-2]: v for k, v in p.items() if k.endswith("_w")})
         for p in data.get("timeline", [])
