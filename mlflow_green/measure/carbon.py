@@ -55,6 +55,10 @@ class CarbonIntensity:
     region: str | None = None
     cloud_provider: str | None = None
     cloud_region: str | None = None
+    hourly: Any = None
+    """A time series (``IntensitySeries``) or a live provider (``ElectricityMapsSetting``)
+    that :func:`mlflow_green.measure.hourly.applied` weights by each measurement's power;
+    :attr:`g_per_kwh` and :attr:`source` are then the yearly fall-back for hours it lacks."""
 
     @property
     def known(self) -> bool:

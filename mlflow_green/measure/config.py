@@ -9,6 +9,7 @@ or the environment variable (``MLFLOW_GREEN_PUE='5'``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,8 +117,20 @@ def resolve_location(
     raw = {n: _raw(n, given.get(n)) for n in _LOCATION}
     values = {n: v for n, (v, _) in raw.items()}
     labels = {n: label for n, (_, label) in raw.items()}
+    hourly, problem = None, None
     try:
-        return resolve_intensity(**values, labels=labels), ()
+        hourly = hourly_setting(values["carbon_intensity"], labels["carbon_intensity"])
+    except ValueError as exc:
+        if not unknown_location_ok:
+            raise
+        problem = f"{exc} CO2 uses the location's yearly figure instead."
+    if hourly is not None or problem is not None:  # the location's figure: the fall-back
+        values["carbon_intensity"] = None
+    try:
+        found = resolve_intensity(**values, labels=labels)
+        if hourly is not None:
+            found = dataclasses.replace(found, hourly=hourly)
+        return found, (problem,) if problem else ()
     except Exception as exc:
         if not unknown_location_ok:
             raise
@@ -162,6 +175,23 @@ def resolve_footprint(tolerant: bool = False, **given: Any) -> tuple[Footprint, 
         f"{reason}. Energy is measured, with no cost, water or embodied emissions "
         "(report.json's footprint says why).",
     )
+
+
+def hourly_setting(value: Any, label: str) -> Any:
+    """A ``carbon_intensity`` that names an hourly intensity, read and checked now: the
+    live provider (``electricitymaps:<ZONE>``) or a CSV time series (a path: an existing
+    file, or a text with a folder separator or ending in ``.csv``); None for a number."""
+    if not isinstance(value, str):
+        return None
+    from mlflow_green.measure import electricitymaps
+    from mlflow_green.measure.intensity_series import load_series
+
+    if electricitymaps.is_provider_setting(value):
+        return electricitymaps.parse_provider_setting(value, label)
+    text = value.strip()
+    if os.path.exists(text) or os.sep in text or "/" in text or text.lower().endswith(".csv"):
+        return load_series(text, label)
+    return None
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,7 @@ def resolve_provider_intensity(
     base_url: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     on_error: Callable[[ProviderError], None] | None = None,
+    history: Callable[..., IntensitySeries] | None = None,
 ) -> tuple[float | None, str]:
     """The run's intensity from Electricity Maps, or the yearly figure when that fails.
 
@@ -319,7 +320,8 @@ def resolve_provider_intensity(
     """
     try:
         try:
-            series = fetch_history(zone, token, base_url=base_url, timeout_s=timeout_s)
+            fetch = history or fetch_history  # e.g. a cached fetch (measure/hourly.py)
+            series = fetch(zone, token, base_url=base_url, timeout_s=timeout_s)
         except ValueError as exc:  # a setting gone bad since it was checked (token unset)
             raise ProviderError(str(zone), str(exc)) from None
     except ProviderError as exc:

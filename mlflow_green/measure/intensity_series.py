@@ -217,8 +217,8 @@ def load_series(path: str | os.PathLike[str], label: str = "carbon_intensity") -
             rows = [(n, row) for n, row in _lines(f) if any(cell.strip() for cell in row)]
     except FileNotFoundError:
         raise ValueError(
-            f"{prefix}: no such file. Expected a number of gCO2eq/kWh (0 to 2000), "
-            f"'electricitymaps:<ZONE>', or {ACCEPTED}"
+            f"{prefix} is not a number, and no such file. Expected a number of gCO2eq/kWh "
+            f"(0 to 2000), 'electricitymaps:<ZONE>', or {ACCEPTED}"
         ) from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(

@@ -18,6 +18,7 @@ No MLflow here; :mod:`mlflow_green.cli.estimate` adds the registry budget check.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import re
@@ -35,20 +36,6 @@ from mlflow_green.measure.carbon import (
 )
 from mlflow_green.measure.config import parse_pue
 
-#: The arguments of :func:`estimate`, in order (the CLI names each as ``--<name>``).
-ARGUMENTS = (
-    "accelerator",
-    "count",
-    "hours",
-    "accelerator_hours",
-    "power_w",
-    "utilisation",
-    "pue",
-    "country",
-    "carbon_intensity",
-    "price_per_kwh",
-    "currency",
-)
 #: Most watts one accelerator is taken to draw: the largest boards sold draw ~1-2.7 kW
 #: (a GB200 superchip); more is a unit slip (mW, a whole node) rather than a device.
 MAX_POWER_W = 10_000.0
@@ -146,6 +133,10 @@ def estimate(
     """
     given = dict(locals())  # exactly the arguments, by name
     return estimate_labelled(given, {name: name for name in ARGUMENTS})
+
+
+#: The arguments of :func:`estimate`, in order (the CLI names each as ``--<name>``).
+ARGUMENTS = tuple(inspect.signature(estimate).parameters)
 
 
 def estimate_labelled(given: Mapping[str, Any], labels: Mapping[str, str]) -> JobEstimate:
@@ -340,6 +331,12 @@ def _currency(value: Any, label: str) -> str | None:
 def _intensity(country: Any, carbon_intensity: Any, label: Mapping[str, str]) -> CarbonIntensity:
     """carbon.py's intensity of ``country`` (or the world average), ``carbon_intensity``
     overriding it; its errors under this function's argument names."""
+    if isinstance(carbon_intensity, str):  # a series or provider needs a run's timeline
+        raise ValueError(
+            f"{label['carbon_intensity']}={carbon_intensity!r} is not a number: expected "
+            "gCO2eq/kWh (0 to 2000); a planned job has no power timeline to weight a time "
+            "series or a live provider by"
+        )
     try:
         return resolve_intensity(
             country=country,

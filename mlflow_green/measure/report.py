@@ -81,7 +81,10 @@ class EnergyReport:
     @classmethod
     def from_measurement(cls, m: Measurement, config: MeasureConfig) -> EnergyReport:
         """Apply ``config``'s PUE and carbon intensity to a monitor measurement."""
-        intensity: CarbonIntensity = config.intensity
+        from mlflow_green.measure.hourly import applied
+
+        # An hourly intensity (series, provider) becomes this measurement's weighted mean.
+        intensity: CarbonIntensity = applied(config.intensity, m.start_time_s, m.timeline)
         return cls(
             name=m.name,
             start_time_s=m.start_time_s,

@@ -265,7 +265,9 @@ def test_a_missing_file_from_the_environment_names_the_variable(tmp_path) -> Non
     with pytest.raises(ValueError) as info:
         load_series(path, "MLFLOW_GREEN_CARBON_INTENSITY")
     message = str(info.value)
-    assert message.startswith(f"MLFLOW_GREEN_CARBON_INTENSITY={str(path)!r}: no such file")
+    assert message.startswith(
+        f"MLFLOW_GREEN_CARBON_INTENSITY={str(path)!r} is not a number, and no such file"
+    )
     assert "electricitymaps:<ZONE>" in message and "0 to 2000" in message
     with pytest.raises(ValueError, match="cannot be read as a CSV file"):
         load_series(tmp_path, "carbon_intensity")  # a directory
