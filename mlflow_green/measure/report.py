@@ -21,6 +21,7 @@ from mlflow_green import _version
 from mlflow_green.measure.carbon import CarbonIntensity, co2eq_kg
 from mlflow_green.measure.footprint import Figure, Footprint
 from mlflow_green.measure.meters import DOMAINS
+from mlflow_green.measure.sci import PER_RUN, SCIScore, sci
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,6 +158,12 @@ class EnergyReport:
         return self.footprint.embodied(self.duration_s).value
 
     @property
+    def sci(self) -> SCIScore:
+        """Software Carbon Intensity per run, ``(E x I + M) / R`` with R = this run, in
+        grams; unknown without a carbon intensity or the embodied emissions (M)."""
+        return sci(self.co2eq_kg, self.embodied_co2eq_kg, 1, PER_RUN)
+
+    @property
     def mean_power_w(self) -> dict[str, float]:
         """Average power per domain over the whole window, in watts."""
         d = self.duration_s
@@ -177,6 +184,7 @@ class EnergyReport:
             footprint=self.footprint.to_dict(
                 self.energy_kwh, self.device_energy_kwh, self.duration_s
             ),
+            sci=self.sci.to_dict(),
         )
         return out
 

@@ -111,6 +111,17 @@ class InferenceEnergy:
         """Queries in ``data`` (one repeat)."""
         return self.predictions // max(self.repeats, 1)
 
+    def sci(self) -> dict[str, dict[str, Any]]:
+        """SCI ``(E x I + M) / R`` of the timed predictions (gCO2eq): per 1,000 queries,
+        and per output token when tokens were counted; see :mod:`mlflow_green.measure.sci`."""
+        from mlflow_green.measure.sci import PER_1K_QUERIES, PER_TOKEN, sci
+
+        co2, embodied = self.report.co2eq_kg, self.report.embodied_co2eq_kg
+        out = {"per_1k_queries": sci(co2, embodied, self.predictions / 1000, PER_1K_QUERIES)}
+        if self.output_tokens:
+            out["per_output_token"] = sci(co2, embodied, self.output_tokens, PER_TOKEN)
+        return {unit: score.to_dict() for unit, score in out.items()}
+
     def settings(self) -> dict[str, Any]:
         """Figures, settings, hardware and methods, as recorded in ``green.inference_settings``."""
         report = self.report
@@ -132,6 +143,7 @@ class InferenceEnergy:
             "scope": report.scope,
             "methods": dict(report.methods),
             "hardware": {d: h for d, h in report.hardware.items() if h},
+            "sci": self.sci(),
         }
         for name, spread in (
             ("wh_per_1k", self.wh_per_1k_spread),

@@ -188,6 +188,12 @@ def _footprint(report: EnergyReport) -> str:
         f'</td><td class="note">{esc(f.method)}</td></tr>'
         for name, f in report.footprint_figures.items()
     )
+    score = report.sci
+    value = "unknown" if score.sci_g is None else f"{score.sci_g:.6g} g CO2eq per run"
+    rows += (
+        f'<tr><td>SCI</td><td>report.json <code>sci</code></td><td class="n">{esc(value)}</td>'
+        f'<td class="note">{esc(score.method)}</td></tr>'
+    )
     return (
         '<h2>Footprint beyond energy</h2><table><tr><th>figure</th><th>metric</th><th class="n">'
         f"value</th><th>how</th></tr>{rows}</table>"

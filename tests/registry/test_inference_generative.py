@@ -276,7 +276,7 @@ def test_token_counter_figures_are_exact_and_the_warmup_is_not_measured(tiny, sc
     _, client = tiny
     result = measure_inference(
         scripted, PROMPTS[:3], repeats=4, warmup=2, max_new_tokens=5, batch_size=2,
-        token_counter=words,
+        token_counter=words, carbon_intensity=500, embodied_co2eq_kg=1000, lifetime_years=4,
     )  # fmt: skip
 
     # Each pass is a batch of 2 prompts and one of 1: warm-up, repeats, then the same at 1
@@ -302,6 +302,12 @@ def test_token_counter_figures_are_exact_and_the_warmup_is_not_measured(tiny, sc
     settings = json.loads(tags[INFERENCE_SETTINGS_TAG])
     assert settings["token_source"] == "token_counter" and settings["batch_size"] == 2
     assert settings["decode_j_per_token"] == result.decode_j_per_token
+    # SCI, (E x I + M) / R: the window's CO2eq and embodied share per 1,000 queries, per token.
+    grams = (report.energy_kwh * 500 / 1000 + report.embodied_co2eq_kg) * 1000
+    sci = settings["sci"]
+    assert sci["per_1k_queries"]["sci_g"] == pytest.approx(grams / (12 / 1000), rel=1e-9)
+    assert sci["per_output_token"]["sci_g"] == pytest.approx(grams / 60, rel=1e-9)
+    assert sci["per_output_token"]["unit"] == "output token"
 
 
 def test_without_a_limit_a_counted_pyfunc_gets_no_prefill_split(tiny, scripted) -> None:

@@ -132,6 +132,11 @@ def test_cost_water_and_embodied_metrics_are_the_formulas_on_the_measured_run(
     assert footprint["cost"]["method"] == f"{kwh:.6g} kWh x 0.25 EUR/kWh (given)"
     assert footprint["water_l"]["value"] == pytest.approx(m["green/water_l"], rel=1e-12)
     assert footprint["embodied_co2eq_kg"]["value"] == pytest.approx(embodied, rel=1e-12)
+    # SCI per run, (E x I + M) / R in grams: this run's CO2eq plus its embodied share.
+    sci = report["sci"]
+    assert sci["unit"] == "run"
+    assert sci["sci_g"] == pytest.approx((m["green/co2eq_kg"] + embodied) * 1000, rel=1e-9)
+    assert sci["embodied_g"] == pytest.approx(embodied * 1000, rel=1e-9)
     page = (folder / "report.html").read_text()
     assert "Footprint beyond energy" in page and "0.25 EUR/kWh (given)" in page
 
