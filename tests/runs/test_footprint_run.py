@@ -24,18 +24,10 @@ from mlflow.tracking import fluent
 import mlflow_green
 from mlflow_green.measure.report import J_PER_KWH
 from mlflow_green.runs.autologging import autolog_from_env
+from tests.measure.test_footprint import SETTINGS
 from tests.mlflow_server import sqlite_db_copy
 
 PUE = 1.5
-SETTINGS: dict[str, Any] = dict(
-    price_per_kwh=0.25,
-    currency="EUR",
-    wue_l_per_kwh=1.8,
-    electricity_water_l_per_kwh=3.1,
-    embodied_co2eq_kg=1500.0,
-    lifetime_years=4.0,
-    reserved_share=0.5,
-)
 FOOTPRINT_KEYS = {"green/cost", "green/water_l", "green/embodied_co2eq_kg"}
 
 
