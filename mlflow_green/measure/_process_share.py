@@ -1,7 +1,9 @@
 """This process tree's share of the machine's CPU time and memory, for ``scope="process"``.
 
 The monitor multiplies each segment's machine energy (between two meter reads)
-by these fractions to attribute it to the process and its children.
+by these fractions to attribute it to the process and its children. GPUs are
+attributed by their meters (``Meter.process_shares``, given :meth:`ProcessShare.pids`);
+a GPU whose meter cannot attribute it counts whole.
 """
 
 from __future__ import annotations
@@ -69,5 +71,9 @@ class ProcessShare:
             self._cpu_s, self._busy_s = cpu_s, busy_s
         ram = min(self._tree_rss() / self._total_mem, 1.0)
         self._refresh_children()
-        # NVML has no per-process energy: a GPU is attributed whole to its user.
+        # A GPU whose meter gives no per-device shares is attributed whole to its user.
         return {"cpu": self._cpu_share, "ram": ram, "gpu": 1.0}
+
+    def pids(self) -> frozenset[int]:
+        """This process and its descendants as of the last refresh."""
+        return frozenset([self._proc.pid, *(child.pid for child in self._children)])

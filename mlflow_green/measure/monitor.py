@@ -57,6 +57,9 @@ class Measurement:
     failures: dict[str, str] = field(default_factory=dict)
     """Domain -> why its meter stopped during the window (its energy stops there), or a
     fault it measured through (a RAPL counter that stepped back: that interval counts 0 J)."""
+    gpu_whole_j_by_device: dict[str, float] = field(default_factory=dict)
+    """With ``scope="process"``: each GPU's whole energy over the window, beside the share
+    attributed to the process tree in ``energy_j_by_device["gpu"]``; empty otherwise."""
 
 
 def _cuda_synchronize() -> None:
@@ -122,6 +125,8 @@ class Monitor:
         self._cum: dict[str, EnergyByDevice] = {"machine": copy_energy(zero)}
         self._zero = zero
         self._share: ProcessShare | None = None
+        # Meter index -> how it attributes its devices to processes (scope="process").
+        self._attributing: dict[int, str] = {}
         self._failures: dict[int, str] = {}
         self._timeline: list[Point] = []
         self.methods = _methods(meters)
@@ -137,7 +142,7 @@ class Monitor:
     # -- reading ---------------------------------------------------------------------------
     def _read(self) -> Snapshot:
         """Advance the cumulative counters to now. Caller holds the lock."""
-        shares = self._share.update() if self._share is not None else None
+        shares = self._share.update() if self._share is not None else {}
         for i, meter in enumerate(self._meters):
             if i in self._failures:
                 continue
@@ -146,15 +151,39 @@ class Monitor:
             except Exception as exc:
                 self._fail(i, meter, exc)
                 continue
+            by_device = self._device_shares(i, meter) if self._share is not None else None
             last = self._last_raw[i]
             for device, value in raw.items():
                 delta = max(value - last.get(device, value), 0.0)
                 last[device] = value
                 for scope, cum in self._cum.items():
-                    factor = 1.0 if scope == "machine" else shares[meter.domain]  # type: ignore[index]
+                    factor = 1.0
+                    if scope == "process":
+                        factor = shares[meter.domain]
+                        if by_device is not None:
+                            factor = by_device.get(device, factor)
                     by_dev = cum.setdefault(meter.domain, {})
                     by_dev[device] = by_dev.get(device, 0.0) + delta * factor
         return Snapshot(time.monotonic(), {s: copy_energy(c) for s, c in self._cum.items()})
+
+    def _device_shares(self, index: int, meter: Meter) -> dict[str, float] | None:
+        """The meter's own per-device process shares for the interval just read, if any."""
+        if self._attributing.get(index) == "":
+            return None  # it failed once: counted whole from then on
+        try:
+            by_device = meter.process_shares(self._share.pids())  # type: ignore[union-attr]
+        except Exception as exc:  # attribution must never stop the measuring
+            self._attributing[index] = ""
+            warn(
+                f"mlflow-green: attributing {meter.domain} energy to this process tree failed "
+                f"({type(exc).__name__}: {exc}); counted whole",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        if by_device is not None:
+            self._attributing[index] = meter.process_method
+        return by_device
 
     def _fail(self, index: int, meter: Meter, exc: Exception) -> None:
         reason = f"{meter.method} failed ({type(exc).__name__}: {exc})"
@@ -222,19 +251,30 @@ class Monitor:
                     )
         start = window._start
         energy = energy_diff(end.energy_j[window.scope], start.energy_j[window.scope])
+        whole: dict[str, float] = {}
+        if window.scope == "process":
+            whole = energy_diff(end.energy_j["machine"], start.energy_j["machine"]).get("gpu", {})
         return Measurement(
             name=window.name,
             start_time_s=window._wall,
             duration_s=end.t - start.t,
             energy_j_by_device=energy,
-            methods=dict(self.methods),
+            methods=self._methods_for(window.scope),
             hardware=dict(self.hardware),
             scope=window.scope,
             timeline=power_timeline(
                 [start.totals(), *points, end.totals()], window.scope, window.sample_interval_s
             ),
             failures=failures,
+            gpu_whole_j_by_device=whole,
         )
+
+    def _methods_for(self, scope: str) -> dict[str, str]:
+        """The method tags; with ``scope="process"``, a meter that attributed its devices to
+        processes says how (``nvml-energy-counter+process-share``)."""
+        if scope != "process" or not any(self._attributing.values()):
+            return dict(self.methods)
+        return _methods(self._meters, self._attributing)
 
     def _thin(self) -> None:
         # Bound memory for runs of days: past the limit, keep every other point of the
@@ -292,12 +332,14 @@ class Monitor:
                     _log.debug("mlflow-green: closing %s: %s", meter.method, exc)
 
 
-def _methods(meters: list[Meter]) -> dict[str, str]:
+def _methods(meters: list[Meter], attributing: dict[int, str] | None = None) -> dict[str, str]:
     out: dict[str, list[str]] = {}
-    for m in meters:
+    for i, m in enumerate(meters):
+        how = (attributing or {}).get(i)
+        method = f"{m.method}+{how}" if how else m.method
         out.setdefault(m.domain, [])
-        if m.method not in out[m.domain]:
-            out[m.domain].append(m.method)
+        if method not in out[m.domain]:
+            out[m.domain].append(method)
     return {d: "+".join(out.get(d, ["none"])) for d in DOMAINS}
 
 

@@ -62,7 +62,7 @@ class EnergyReport:
     """How each domain was measured: ``nvml-energy-counter``, ``rapl``, ``estimate-tdp``, ..."""
     hardware: dict[str, str]
     scope: str
-    """``machine`` (whole machine) or ``process`` (CPU/RAM scaled to this process tree)."""
+    """``machine`` (whole machine) or ``process`` (this process tree's share of it)."""
     pue: float
     carbon_intensity_g_per_kwh: float | None
     """Grid intensity used, gCO2eq per kWh; ``None`` when unknown (then so are emissions)."""
@@ -77,6 +77,10 @@ class EnergyReport:
     """Domain -> why its meter stopped early (energy after that point is missing)."""
     footprint: Footprint = field(default_factory=Footprint)
     """Cost, water and embodied-emissions settings; see :attr:`footprint_figures`."""
+    gpu_whole_j_by_device: dict[str, float] = field(default_factory=dict)
+    """With ``scope="process"``: each GPU's whole energy in joules (the counter's figure)
+    over the window, beside the share attributed to this process tree in
+    ``energy_j_by_device["gpu"]``; empty with ``scope="machine"``."""
     version: str = _version.__version__
 
     @classmethod
@@ -105,6 +109,7 @@ class EnergyReport:
             timeline=[TimelinePoint(t, dict(p)) for t, p in m.timeline],
             failures=dict(m.failures),
             footprint=config.footprint,
+            gpu_whole_j_by_device=dict(m.gpu_whole_j_by_device),
         )
 
     @property
@@ -171,7 +176,8 @@ class EnergyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the methods and the configuration, JSON-ready; ``footprint`` holds
-        the footprint settings and each footprint figure with its method."""
+        the footprint settings and each footprint figure with its method, and
+        ``gpu_whole_j_by_device`` the GPUs' whole energy beside a process-scope share."""
         out = asdict(self)
         out["timeline"] = [
             {"t_s": p.t_s, **{f"{k}_w": v for k, v in p.power_w.items()}} for p in self.timeline

@@ -27,7 +27,26 @@ The hardware is described by a scenario, given in-process with
                                        # a repeated t_s makes a step
           "counter_start_mj": 0,       # counter value at the epoch (driver loaded earlier)
           "reset_at_s": 12.5,          # optional: the counter restarts from 0 here
-          "lost_at_s": 30.0            # optional: NVMLError_GpuIsLost from here on
+          "lost_at_s": 30.0,           # optional: NVMLError_GpuIsLost from here on
+          "processes": [               # compute processes on the GPU (default: none)
+            {
+              "pid": 4242,             # an int, or "self": the pid of the reading process
+              "used_memory_mib": 1024, # usedGpuMemory; null: not available (None, as on WDDM)
+              "sm": [[t_s, pct], ...], # SM utilisation, a step function: pct from t_s on,
+                                       # 0 before the first point (default: always 0)
+              "mem": [[t_s, pct], ...],# memory-controller utilisation, the same way
+              "start_s": 0.0,          # listed and sampled from here ...
+              "end_s": null            # ... up to here (null: to the end)
+            }
+          ],
+          "process_util": true,        # false: nvmlDeviceGetProcessUtilization answers
+                                       # NOT_SUPPORTED (pre-Maxwell parts, some vGPUs)
+          "util_period_s": 0.1667,     # the driver's per-process sampling period
+          "mig": {                     # optional: MIG capable (absent: NOT_SUPPORTED)
+            "enabled": true,           # MIG mode (current and pending)
+            "total_slices": 7,         # GPU slices of the whole GPU (7 on A100/H100, 4 on A30)
+            "instances": [{"slices": 3, "processes": [...as above...]}, ...]
+          }
         }
       ]
     }
@@ -43,7 +62,31 @@ Behaviour modelled on the hardware:
   integral of the profile from the epoch up to ``floor(t / 0.1) * 0.1``, in whole
   millijoules, plus ``counter_start_mj``;
 * power usage is the average over the last 1 s on counter devices (Ampere and
-  newer) and instantaneous on the others, in whole milliwatts.
+  newer) and instantaneous on the others, in whole milliwatts;
+* per-process utilisation (``nvmlDeviceGetProcessUtilization``) is sampled by the
+  driver every ``util_period_s`` (NVML: "between 1 second and 1/6 second, depending on
+  the product"; default 1/6 s): sample ``k`` holds, for each process with non-zero SM
+  or memory utilisation over ``((k-1) P, k P]``, its whole-percent mean over that
+  period, stamped with the CPU time of ``k P`` in microseconds (the fake's clock from
+  :data:`TIMESTAMP_ORIGIN_S`: an opaque cursor, as the real wall-clock stamps are to a
+  caller). The driver keeps the last :data:`PROCESS_SAMPLE_BUFFER` periods. A query
+  returns one entry per process with samples newer than ``lastSeenTimeStamp``: the mean
+  of those samples (an old ``lastSeenTimeStamp`` gives an average, not the latest value,
+  as nvitop found), stamped with its newest; none at all is ``NVMLError_NotFound``
+  ("no valid sample entries found since lastSeenTimeStamp"). GPUs flagged
+  ``"process_util": false`` and GPUs in MIG mode answer ``NVMLError_NotSupported``
+  (nvml.h: "On MIG-enabled GPUs, querying process utilization is not currently
+  supported");
+* ``nvmlDeviceGetComputeRunningProcesses`` lists the processes running now, with
+  ``usedGpuMemory`` in bytes (``None`` where not available) and
+  ``gpuInstanceId``/``computeInstanceId`` 0xFFFFFFFF outside MIG; on a MIG device
+  handle, that instance's processes; on the parent of MIG instances, all of them (the
+  aggregate a privileged caller gets);
+* MIG: ``nvmlDeviceGetMigMode`` ([current, pending]), ``nvmlDeviceGetMaxMigDeviceCount``
+  (the slice count), ``nvmlDeviceGetMigDeviceHandleByIndex`` (``NVMLError_NotFound`` for
+  an empty index), ``nvmlDeviceGetAttributes`` (MIG device handles only:
+  ``gpuInstanceSliceCount``...), ``nvmlDeviceGetGpuInstanceProfileInfo`` (``sliceCount``
+  of each profile the GPU offers, ``NVMLError_NotSupported`` for the others).
 """
 
 from __future__ import annotations
@@ -98,6 +141,27 @@ NVML_ERROR_UNKNOWN = 999
 COUNTER_PERIOD_S = 0.1
 #: Averaging window of the power reading on counter (Ampere and newer) devices, in seconds.
 POWER_AVERAGE_S = 1.0
+#: The driver's default per-process utilisation sampling period, in seconds.
+PROCESS_SAMPLE_PERIOD_S = 1.0 / 6.0
+#: Sampling periods of per-process utilisation the driver keeps.
+PROCESS_SAMPLE_BUFFER = 100
+#: Per-process utilisation stamps: microseconds of CPU time; the fake's count from here.
+TIMESTAMP_ORIGIN_S = 1_700_000_000.0
+#: ``nvmlProcessInfo_t.gpuInstanceId``/``computeInstanceId`` outside MIG.
+NVML_VALUE_NOT_AVAILABLE_uint = 0xFFFFFFFF
+NVML_DEVICE_MIG_DISABLE = 0x0
+NVML_DEVICE_MIG_ENABLE = 0x1
+NVML_GPU_INSTANCE_PROFILE_1_SLICE = 0x0
+NVML_GPU_INSTANCE_PROFILE_2_SLICE = 0x1
+NVML_GPU_INSTANCE_PROFILE_3_SLICE = 0x2
+NVML_GPU_INSTANCE_PROFILE_4_SLICE = 0x3
+NVML_GPU_INSTANCE_PROFILE_7_SLICE = 0x4
+NVML_GPU_INSTANCE_PROFILE_8_SLICE = 0x5
+NVML_GPU_INSTANCE_PROFILE_6_SLICE = 0x6
+NVML_GPU_INSTANCE_PROFILE_COUNT = 0x12
+#: Slices of each GPU instance profile id (the real module's NVML_GPU_INSTANCE_PROFILE_*:
+#: the 1, 2, 3, 4, 7, 8, 6 slice ones, then REV, GFX, NO_ME and ALL_ME variants).
+_PROFILE_SLICES = (1, 2, 3, 4, 7, 8, 6, 1, 2, 1, 1, 2, 4, 1, 2, 1, 2, 3)
 
 
 class NVMLError(Exception):
@@ -251,6 +315,87 @@ class _Profile:
 
 
 @dataclass
+class _Steps:
+    """A step function of time (a utilisation in percent): ``vs[i]`` from ``ts[i]`` on, 0 before."""
+
+    ts: list[float]
+    vs: list[float]
+
+    @classmethod
+    def parse(cls, points: list[list[float]] | None) -> _Steps:
+        ts = [float(t) for t, _ in points or []]
+        vs = [float(v) for _, v in points or []]
+        if any(b < a for a, b in itertools.pairwise(ts)):
+            raise ValueError("utilisation times must not decrease")
+        if any(not 0 <= v <= 100 for v in vs):
+            raise ValueError("utilisation must be a percentage (0 to 100)")
+        return cls(ts, vs)
+
+    def mean(self, t0: float, t1: float) -> float:
+        """The mean over ``(t0, t1]``."""
+        total, edges = 0.0, [*self.ts, math.inf]
+        for i, v in enumerate(self.vs):
+            lo, hi = max(t0, edges[i]), min(t1, edges[i + 1])
+            if hi > lo:
+                total += v * (hi - lo)
+        return total / (t1 - t0)
+
+
+@dataclass
+class _Process:
+    pid: int
+    used_memory_b: int | None
+    sm: _Steps
+    mem: _Steps
+    start_s: float
+    end_s: float | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> _Process:
+        pid = os.getpid() if raw["pid"] == "self" else int(raw["pid"])
+        mib = raw.get("used_memory_mib", 0)
+        return cls(
+            pid=pid,
+            used_memory_b=None if mib is None else int(mib * 2**20),
+            sm=_Steps.parse(raw.get("sm")),
+            mem=_Steps.parse(raw.get("mem")),
+            start_s=float(raw.get("start_s", 0.0)),
+            end_s=_optional_float(raw.get("end_s")),
+        )
+
+    def running(self, t0: float, t1: float | None = None) -> bool:
+        """Whether the process runs at ``t0`` (or at some time in ``(t0, t1]``)."""
+        t1 = t0 if t1 is None else t1
+        return self.start_s <= t1 and (self.end_s is None or t0 < self.end_s)
+
+
+@dataclass
+class _MigInstance:
+    slices: int
+    processes: list[_Process]
+
+
+@dataclass
+class _Mig:
+    enabled: bool
+    total_slices: int
+    instances: list[_MigInstance]
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> _Mig | None:
+        if raw is None:
+            return None
+        instances = [
+            _MigInstance(int(i["slices"]), [_Process.parse(p) for p in i.get("processes", [])])
+            for i in raw.get("instances", [])
+        ]
+        total = int(raw.get("total_slices", 7))
+        if sum(i.slices for i in instances) > total:
+            raise ValueError("MIG instances hold more slices than the GPU has")
+        return cls(bool(raw.get("enabled", True)), total, instances)
+
+
+@dataclass
 class _Device:
     uuid: str
     name: str
@@ -259,6 +404,10 @@ class _Device:
     counter_start_mj: int
     reset_at_s: float | None
     lost_at_s: float | None
+    processes: list[_Process]
+    process_util: bool
+    util_period_s: float
+    mig: _Mig | None
 
 
 @dataclass
@@ -286,6 +435,10 @@ class _Scenario:
                     counter_start_mj=int(dev.get("counter_start_mj", 0)),
                     reset_at_s=_optional_float(dev.get("reset_at_s")),
                     lost_at_s=_optional_float(dev.get("lost_at_s")),
+                    processes=[_Process.parse(p) for p in dev.get("processes", [])],
+                    process_util=bool(dev.get("process_util", True)),
+                    util_period_s=float(dev.get("util_period_s", PROCESS_SAMPLE_PERIOD_S)),
+                    mig=_Mig.parse(dev.get("mig")),
                 )
             )
         return cls(driver=raw.get("driver", True), as_bytes=strings == "bytes", devices=devices)
@@ -389,15 +542,20 @@ def counter_integral_j(uuid: str, t0: float, t1: float) -> float:
 
 
 class c_nvmlDevice_t:
-    """An opaque device handle, as the real module's ctypes pointer is to its callers."""
+    """An opaque device handle, as the real module's ctypes pointer is to its callers.
 
-    __slots__ = ("_index",)
+    A MIG device handle is one too, with the index of its instance in ``_mig``.
+    """
 
-    def __init__(self, index: int) -> None:
+    __slots__ = ("_index", "_mig")
+
+    def __init__(self, index: int, mig: int | None = None) -> None:
         self._index = index
+        self._mig = mig
 
     def __repr__(self) -> str:
-        return f"<fake c_nvmlDevice_t {self._index}>"
+        mig = "" if self._mig is None else f" MIG {self._mig}"
+        return f"<fake c_nvmlDevice_t {self._index}{mig}>"
 
 
 def _check_init() -> _Scenario:
@@ -407,13 +565,15 @@ def _check_init() -> _Scenario:
     return scenario  # type: ignore[return-value]
 
 
-def _device(handle: Any) -> _Device:
+def _device(handle: Any, *, mig_handle_ok: bool = False) -> _Device:
     scenario = _check_init()
     if not isinstance(handle, c_nvmlDevice_t) or not 0 <= handle._index < len(scenario.devices):
         _raise(NVML_ERROR_INVALID_ARGUMENT)
     dev = scenario.devices[handle._index]
     if dev.lost_at_s is not None and now_s() >= dev.lost_at_s:
         _raise(NVML_ERROR_GPU_IS_LOST)
+    if handle._mig is not None and not mig_handle_ok:
+        _raise(NVML_ERROR_NOT_SUPPORTED)  # a MIG slice has no counter, no power reading...
     return dev
 
 
@@ -482,3 +642,160 @@ def nvmlDeviceGetPowerUsage(handle: c_nvmlDevice_t) -> int:
     else:
         watts = dev.profile.power_w(t)
     return round(watts * 1000.0)
+
+
+# --- Per-process utilisation, running processes and MIG -----------------------------------
+
+
+class c_nvmlProcessUtilizationSample_t:
+    """One entry of ``nvmlDeviceGetProcessUtilization``: the real ctypes struct's fields."""
+
+    __slots__ = ("decUtil", "encUtil", "memUtil", "pid", "smUtil", "timeStamp")
+
+    def __init__(self, pid: int, timeStamp: int, smUtil: int, memUtil: int) -> None:
+        self.pid, self.timeStamp, self.smUtil, self.memUtil = pid, timeStamp, smUtil, memUtil
+        self.encUtil = self.decUtil = 0
+
+
+class nvmlFriendlyObject:
+    """What the real module makes of a struct (``nvmlStructToFriendlyObject``): attributes."""
+
+    def __init__(self, dictionary: dict[str, Any]) -> None:
+        for key, value in dictionary.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return str(self.__dict__)
+
+
+def _timestamp_us(t_s: float) -> int:
+    return round((TIMESTAMP_ORIGIN_S + t_s) * 1e6)
+
+
+def nvmlDeviceGetProcessUtilization(
+    handle: c_nvmlDevice_t, timeStamp: int
+) -> list[c_nvmlProcessUtilizationSample_t]:
+    """Per-process utilisation since ``timeStamp`` (µs); see the module docstring."""
+    dev = _device(handle)
+    if not dev.process_util or (dev.mig is not None and dev.mig.enabled):
+        _raise(NVML_ERROR_NOT_SUPPORTED)
+    period = dev.util_period_s
+    last = math.floor(now_s() / period + 1e-6)
+    seen: dict[int, list[tuple[int, int, int]]] = {}  # pid -> [(stamp, sm, mem)]
+    for k in range(max(1, last - PROCESS_SAMPLE_BUFFER + 1), last + 1):
+        stamp, t0, t1 = _timestamp_us(k * period), (k - 1) * period, k * period
+        if stamp <= int(timeStamp):
+            continue
+        for proc in dev.processes:
+            if proc.running(t0, t1):
+                sm, mem = round(proc.sm.mean(t0, t1)), round(proc.mem.mean(t0, t1))
+                if sm or mem:
+                    seen.setdefault(proc.pid, []).append((stamp, sm, mem))
+    if not seen:
+        _raise(NVML_ERROR_NOT_FOUND)
+    return [
+        c_nvmlProcessUtilizationSample_t(
+            pid,
+            max(s for s, _, _ in samples),
+            round(sum(sm for _, sm, _ in samples) / len(samples)),
+            round(sum(mem for _, _, mem in samples) / len(samples)),
+        )
+        for pid, samples in seen.items()
+    ]
+
+
+def _process_infos(procs: list[_Process], instance: int | None) -> list[nvmlFriendlyObject]:
+    t = now_s()
+    na = NVML_VALUE_NOT_AVAILABLE_uint
+    return [
+        nvmlFriendlyObject(
+            {
+                "pid": p.pid,
+                "usedGpuMemory": p.used_memory_b,
+                "gpuInstanceId": na if instance is None else instance,
+                "computeInstanceId": na if instance is None else 0,
+            }
+        )
+        for p in procs
+        if p.running(t)
+    ]
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: c_nvmlDevice_t) -> list[nvmlFriendlyObject]:
+    """The compute processes running now (``pid``, ``usedGpuMemory`` in bytes or ``None``)."""
+    dev = _device(handle, mig_handle_ok=True)
+    if handle._mig is not None:
+        return _process_infos(_mig_instance(dev, handle._mig).processes, handle._mig)
+    out = _process_infos(dev.processes, None)
+    if dev.mig is not None and dev.mig.enabled:
+        for i, instance in enumerate(dev.mig.instances):
+            out += _process_infos(instance.processes, i)
+    return out
+
+
+nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
+
+
+def _mig(dev: _Device) -> _Mig:
+    if dev.mig is None:
+        _raise(NVML_ERROR_NOT_SUPPORTED)
+    return dev.mig  # type: ignore[return-value]
+
+
+def _mig_instance(dev: _Device, index: int) -> _MigInstance:
+    mig = _mig(dev)
+    if not mig.enabled or not 0 <= index < len(mig.instances):
+        _raise(NVML_ERROR_INVALID_ARGUMENT)
+    return mig.instances[index]
+
+
+def nvmlDeviceGetMigMode(device: c_nvmlDevice_t) -> list[int]:
+    """``[currentMode, pendingMode]``; ``NVMLError_NotSupported`` on GPUs without MIG."""
+    mode = NVML_DEVICE_MIG_ENABLE if _mig(_device(device)).enabled else NVML_DEVICE_MIG_DISABLE
+    return [mode, mode]
+
+
+def nvmlDeviceGetMaxMigDeviceCount(device: c_nvmlDevice_t) -> int:
+    return _mig(_device(device)).total_slices
+
+
+def nvmlDeviceGetMigDeviceHandleByIndex(device: c_nvmlDevice_t, index: int) -> c_nvmlDevice_t:
+    """The MIG device at ``index``; ``NVMLError_NotFound`` where the index holds none."""
+    mig = _mig(_device(device))
+    if not 0 <= index < mig.total_slices:
+        _raise(NVML_ERROR_INVALID_ARGUMENT)
+    if not mig.enabled or index >= len(mig.instances):
+        _raise(NVML_ERROR_NOT_FOUND)
+    return c_nvmlDevice_t(device._index, index)
+
+
+def nvmlDeviceGetAttributes(device: c_nvmlDevice_t) -> nvmlFriendlyObject:
+    """Engine counts of a MIG device (the real call supports MIG device handles only)."""
+    dev = _device(device, mig_handle_ok=True)
+    if device._mig is None:
+        _raise(NVML_ERROR_NOT_SUPPORTED)
+    instance = _mig_instance(dev, device._mig)
+    fields = ("multiprocessorCount", "sharedCopyEngineCount", "sharedDecoderCount")
+    out = dict.fromkeys(fields, 0)
+    out.update(gpuInstanceSliceCount=instance.slices, computeInstanceSliceCount=instance.slices)
+    return nvmlFriendlyObject(out)
+
+
+nvmlDeviceGetAttributes_v2 = nvmlDeviceGetAttributes
+
+
+def nvmlDeviceGetGpuInstanceProfileInfo(
+    device: c_nvmlDevice_t, profile: int, version: int = 2
+) -> nvmlFriendlyObject:
+    """A GPU instance profile's ``sliceCount``; ``NVMLError_NotSupported`` for profiles the
+    GPU does not offer (more slices than it has; 6 or 8 slices but not all of it) and
+    outside MIG mode."""
+    mig = _mig(_device(device))
+    if not 0 <= profile < NVML_GPU_INSTANCE_PROFILE_COUNT:
+        _raise(NVML_ERROR_INVALID_ARGUMENT)
+    slices = _PROFILE_SLICES[profile]
+    if not mig.enabled or slices > mig.total_slices or (slices > 4 and slices != mig.total_slices):
+        _raise(NVML_ERROR_NOT_SUPPORTED)
+    return nvmlFriendlyObject(
+        {"id": profile, "sliceCount": slices, "instanceCount": mig.total_slices // slices}
+    )

@@ -9,6 +9,7 @@ thread-safe) and closed when the process no longer measures anything.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 
 #: Hardware domains, in the order reports list them.
 DOMAINS: tuple[str, ...] = ("gpu", "cpu", "ram")
@@ -44,6 +45,9 @@ class Meter(ABC):
     #: meter to stay correct (power integration, counter wraparound); ``None``
     #: when any period will do.
     poll_interval_s: float | None = None
+    #: How :meth:`process_shares` attributes energy to processes, appended to
+    #: :attr:`method` (``+``) in ``scope="process"`` reports, e.g. ``"process-share"``.
+    process_method: str = "process-share"
 
     @property
     @abstractmethod
@@ -73,6 +77,17 @@ class Meter(ABC):
         :meth:`read` instead. Default: nothing to say.
         """
         return []
+
+    def process_shares(self, pids: Collection[int]) -> dict[str, float] | None:
+        """Fraction of each device's energy since the previous call that belongs to ``pids``.
+
+        For ``scope="process"``: the monitor calls it right after each :meth:`read` while a
+        process-scope window is open, with the pids of the measured process tree, and
+        scales each device's energy of that interval by its fraction (0 to 1). A device
+        left out keeps the monitor's own share for the domain (a GPU: 1, whole). Default
+        ``None``: this meter cannot attribute its devices to processes.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - most meters hold nothing to release
         """Release the hardware interface. Called once; reads stop before it."""

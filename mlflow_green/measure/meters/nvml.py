@@ -13,6 +13,10 @@ Two methods, best first, chosen per GPU:
   trapezoid rule, as Zeus does. Polling misses spikes shorter than the period,
   which is why the method is reported.
 
+With ``scope="process"`` either meter attributes each GPU's energy to the processes
+on it (:meth:`_NvmlMeter.process_shares`, in :mod:`._nvml_process`): by their share of
+its SM activity, by GPU slices in MIG mode, whole where NVML cannot tell.
+
 ``pynvml`` is imported inside :func:`open_nvml_meters` only: importing this
 module, and :mod:`mlflow_green`, stays cheap on machines without a GPU.
 """
@@ -24,7 +28,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +227,23 @@ class _NvmlMeter(Meter):
         self._nvml = session.nvml
         self._gpus = list(gpus)
         self._closed = False
+        self._shares: Any = None  # a _nvml_process.ProcessShares once scope="process" asks
+
+    def process_shares(self, pids: Collection[int]) -> dict[str, float] | None:
+        """Fraction of each GPU's energy since the previous call that belongs to ``pids``:
+        their share of its SM activity (``process-share``), of its slices in MIG mode
+        (``mig-slice-share``); ``None`` while every GPU is attributed whole (see
+        :mod:`mlflow_green.measure.meters._nvml_process`)."""
+        if self._shares is None:
+            from mlflow_green.measure.meters._nvml_process import ProcessShares
+
+            self._shares = ProcessShares(self._nvml, self._gpus, self._clock)
+        shares = self._shares.shares(pids)
+        method = self._shares.method
+        if method is None:
+            return None
+        self.process_method = method
+        return shares
 
     @property
     def devices(self) -> list[str]:
