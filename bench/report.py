@@ -588,10 +588,29 @@ def _gpu(record: dict[str, Any] | None) -> list[str]:
         "",
         f"Async kernels (`python bench/gpu_validation.py --sync-only`): {r['sync_check']}.",
         "",
+        *_two_process(r.get("two_process")),
     ]
     if "discovery" in r:
         out += [f"Discovery on that machine: `{r['discovery']}`.", ""]
     return out
+
+
+def _two_process(result: dict[str, Any] | None) -> list[str]:
+    """The shared-GPU case (issue 17): two processes' attributed energies against the counter."""
+    command = "`python bench/gpu_validation.py --two-process-only`"
+    if not result:
+        return [
+            f'Two processes sharing one GPU (`scope="process"`, {command}): not run yet. The '
+            "session that added this case (issue 17) had no GPU, so it is unverified on real "
+            "hardware that the two attributed figures add up to the counter's total and that "
+            "the heavier process gets the larger share; the attribution is tested only on the "
+            "NVML stand-in (`tests/measure/test_gpu_process_share.py`).",
+            "",
+        ]
+    from gpu_validation import two_process_summary  # bench/ is the script's folder
+
+    summary = two_process_summary(result)
+    return [f'Two processes sharing one GPU (`scope="process"`, {command}): {summary}.', ""]
 
 
 def _ratio(x: dict[str, float]) -> str:
