@@ -123,19 +123,25 @@ def resolve_location(
     except ValueError as exc:
         if not unknown_location_ok:
             raise
-        problem = f"{exc} CO2 uses the location's yearly figure instead."
+        problem = f"{str(exc).rstrip('.')}. CO2 uses the location's yearly figure instead."
     if hourly is not None or problem is not None:  # the location's figure: the fall-back
         values["carbon_intensity"] = None
     try:
         found = resolve_intensity(**values, labels=labels)
         if hourly is not None:
             found = dataclasses.replace(found, hourly=hourly)
+        if problem:  # the run's source tag says it too, not only the warning
+            refused = f"{labels['carbon_intensity']} not used: see the run's warning"
+            found = dataclasses.replace(found, source=f"{found.source} ({refused})")
         return found, (problem,) if problem else ()
     except Exception as exc:
         if not unknown_location_ok:
             raise
         # Anything else is a fault of the look-up (e.g. CodeCarbon's data), not of a setting.
         reason = str(exc) if isinstance(exc, ValueError) else f"no carbon intensity ({exc!r})."
+    if hourly is not None:  # a valid series or provider does not need the location
+        note = f"{reason} The location is not recorded; CO2 uses {labels['carbon_intensity']}."
+        return dataclasses.replace(CarbonIntensity.unknown(reason), hourly=hourly), (note,)
     try:  # a valid intensity of its own does not need the location
         value = values["carbon_intensity"]
         if value is not None:
@@ -179,16 +185,24 @@ def resolve_footprint(tolerant: bool = False, **given: Any) -> tuple[Footprint, 
 
 def hourly_setting(value: Any, label: str) -> Any:
     """A ``carbon_intensity`` that names an hourly intensity, read and checked now: the
-    live provider (``electricitymaps:<ZONE>``) or a CSV time series (a path: an existing
-    file, or a text with a folder separator or ending in ``.csv``); None for a number."""
-    if not isinstance(value, str):
-        return None
+    live provider (``electricitymaps:<ZONE>``) or a CSV time series (an ``os.PathLike``,
+    or a text that is no number and names an existing file, has a folder separator or
+    ends in ``.csv``); None for a number (even one that is also a file's name)."""
     from mlflow_green.measure import electricitymaps
     from mlflow_green.measure.intensity_series import load_series
 
+    if isinstance(value, os.PathLike):
+        return load_series(os.fspath(value), label)
+    if not isinstance(value, str):
+        return None
     if electricitymaps.is_provider_setting(value):
         return electricitymaps.parse_provider_setting(value, label)
     text = value.strip()
+    try:
+        float(text)
+        return None  # a number: its own parser checks it
+    except ValueError:
+        pass
     if os.path.exists(text) or os.sep in text or "/" in text or text.lower().endswith(".csv"):
         return load_series(text, label)
     return None

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -202,12 +203,40 @@ def fetch_history(
             "User-Agent": f"mlflow-green/{_version.__version__}",
         },
     )
-    body = _get(request, zone, timeout_s)
+    try:
+        body = _bounded_get(request, zone, timeout_s)
+    except ProviderError as exc:  # a server's text may echo the request: never the token
+        if token in exc.reason:
+            raise ProviderError(zone, exc.reason.replace(token, "<token>")) from None
+        raise
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProviderError(zone, f"malformed answer (not JSON: {exc})") from None
     return _series(zone, data)
+
+
+def _bounded_get(request: urllib.request.Request, zone: str, timeout_s: float) -> bytes:
+    """:func:`_get` given at most twice ``timeout_s`` in all: a server that trickles its
+    headers or body a byte at a time meets every socket timeout and would hold the caller
+    (a run's start or end) for minutes. The request goes on in a daemon thread, whose
+    socket timeouts end it soon after."""
+    outcome: list[Any] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(_get(request, zone, timeout_s))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, name="mlflow-green-electricitymaps", daemon=True)
+    worker.start()
+    worker.join(2 * timeout_s)
+    if not outcome:
+        raise ProviderError(zone, f"timed out after {timeout_s:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _get(request: urllib.request.Request, zone: str, timeout_s: float) -> bytes:

@@ -89,6 +89,8 @@ _LIST_ONE = """
 """
 ISO_4217_CODES: tuple[str, ...] = tuple(_LIST_ONE.split())
 _ACTIVE = frozenset(ISO_4217_CODES)
+#: List One codes that name no money a price could be in.
+_NOT_MONEY = {"XTS": "testing", "XXX": "transactions without a currency"}
 #: Codes withdrawn from List One, and the code that replaced each (ISO 4217 List Three).
 _WITHDRAWN = {
     "ANG": "XCG",
@@ -167,6 +169,11 @@ def parse_currency(value: Any, label: str) -> str:
             f"{label}={shown(value)} is not a currency code: expected an ISO 4217 code of "
             "3 letters A-Z, such as EUR, USD or GBP"
         )
+    if code in _NOT_MONEY:
+        raise ValueError(
+            f"{label}={shown(value)} is ISO 4217's code for {_NOT_MONEY[code]}, not a "
+            "currency a price is in: expected a currency code such as EUR, USD or GBP"
+        )
     if code in _ACTIVE:
         return code
     if code in _WITHDRAWN:
@@ -194,6 +201,7 @@ _NEEDS = (
     ("currency", "price_per_kwh", "the currency is that of the price per kWh"),
     ("embodied_co2eq_kg", "lifetime_years", "they are spread over the machine's lifetime"),
     ("lifetime_years", "embodied_co2eq_kg", "it spreads the machine's embodied emissions"),
+    ("reserved_share", "embodied_co2eq_kg", "it is the run's share of the embodied emissions"),
     (
         "electricity_water_l_per_kwh",
         "wue_l_per_kwh",
@@ -216,7 +224,8 @@ def _checked(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, 
     if out["reserved_share"] is None:
         out["reserved_share"] = 1.0
     for name, needed, why in _NEEDS:
-        if out[name] is not None and out[needed] is None:
+        given = values.get(name) is not None and not (name == "reserved_share" and out[name] == 1)
+        if given and out[needed] is None:  # (a share of 1 is the default: the whole machine)
             label = labels.get(name, name)
             raise ValueError(
                 f"{label}={shown(values[name])} without {labels.get(needed, needed)}: {why}"

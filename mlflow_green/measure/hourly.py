@@ -14,6 +14,7 @@ and costs one warning per reason; the figures then fall back to the yearly one, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from mlflow_green.measure.intensity_series import IntensitySeries, weighted_inte
 FRESH_S, RETRY_S = 900.0, 300.0
 
 _lock = threading.Lock()
-_fetched: dict[tuple[str, str], tuple[float, IntensitySeries | ProviderError]] = {}
+_fetched: dict[tuple[str, str, str], tuple[float, IntensitySeries | ProviderError]] = {}
 _warned: set[str] = set()
 
 
@@ -49,6 +50,13 @@ def applied(
     if isinstance(hourly, IntensitySeries):
         g, source, _ = weighted_intensity(
             hourly, start_time_s, timeline, intensity.g_per_kwh, intensity.source
+        )
+    elif isinstance(hourly, ElectricityMapsSetting) and not timeline:
+        # Nothing to weight yet (a run's creation): no network call in the user's thread.
+        g = intensity.g_per_kwh
+        source = (
+            f"{hourly.label} history, applied at the run's flushes and end; until then "
+            f"{intensity.source}"
         )
     elif isinstance(hourly, ElectricityMapsSetting):
         g, source = resolve_provider_intensity(
@@ -71,7 +79,8 @@ def applied(
 def _cached_history(
     zone: str, token: str | None, *, base_url: str | None, timeout_s: float
 ) -> IntensitySeries:
-    key = (zone, base_url or "")
+    # A corrected token is a new key: its first call does not meet the old one's failure.
+    key = (zone, base_url or "", hashlib.sha256((token or "").encode()).hexdigest())
     with _lock:  # one fetch at a time: a flush and a run's end may ask at once
         now = time.monotonic()
         hit = _fetched.get(key)

@@ -147,7 +147,8 @@ def _start_tags() -> dict[str, str]:
     try:
         monitor = get_monitor()
         cfg = state.config.measure
-        empty = Measurement("", 0.0, 0.0, {}, monitor.methods, monitor.hardware, cfg.scope)
+        now = time.time()  # an hourly intensity's value at the run's start
+        empty = Measurement("", now, 0.0, {}, monitor.methods, monitor.hardware, cfg.scope)
         return tags(EnergyReport.from_measurement(empty, cfg))
     except Exception as exc:
         _log.debug("%s start tags: %r", WARNING_PREFIX, exc)

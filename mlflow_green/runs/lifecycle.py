@@ -56,6 +56,10 @@ def on_start(
         tracked = Tracked(
             run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
         )
+        if base:
+            tracked.unknown = _unsummable(base, cfg.footprint, _earlier_currency(client, run_id))
+            for key in tracked.unknown:
+                base.pop(key, None)
         tracked.run_name = run_name or _run_name(run)
         info = getattr(run, "info", None)
         tracked.artifact_uri = artifact_uri or getattr(info, "artifact_uri", None)
@@ -88,6 +92,24 @@ def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, flo
         return {}, 0
     history = client.get_metric_history(run_id, "green/energy_kwh")
     return base, max((m.step for m in history), default=-1) + 1
+
+
+def _unsummable(base: dict[str, float], footprint: Any, currency: str | None) -> frozenset[str]:
+    """The footprint figures a resumed run cannot add up: given in its earlier sessions and
+    not in this one or the reverse, or a cost in another currency."""
+    now = {
+        "green/cost": footprint.price_per_kwh is not None,
+        "green/water_l": footprint.wue_l_per_kwh is not None,
+        "green/embodied_co2eq_kg": footprint.embodied_co2eq_kg is not None,
+    }
+    out = {key for key, given in now.items() if (key in base) != given}
+    if "green/cost" in base and currency != footprint.currency:
+        out.add("green/cost")
+    return frozenset(out)
+
+
+def _earlier_currency(client: Any, run_id: str) -> str | None:
+    return client.get_run(run_id).data.tags.get("green.currency")
 
 
 def _tracking_client() -> Any:
@@ -170,7 +192,7 @@ def log_final(
         job_tags = {**(job_tags or {}), **job.tags()}
     values = tracked.totals({**summary, **phase_metrics(tracked, report.pue)}, all_keys=True)
     for key in ("green/co2eq_kg", *FOOTPRINT_METRICS.values()):
-        if key not in summary:  # unknown now: earlier sessions' figure is not the total
+        if key not in summary and key not in tracked.unknown:  # unknown now: no total
             values.pop(key, None)
     zeros = start_points(tracked, report, values, now_ms)
     step = max(step, 1) if zeros else step

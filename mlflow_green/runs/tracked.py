@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class Tracked:
     # after them, so that this session's totals are the run's latest values.
     base: dict[str, float] = field(default_factory=dict)
     step_offset: int = 0
+    # Figures of a resumed run that cannot be added up (a price in one session only, or in
+    # two currencies): logged as NaN, unknown, rather than as a part passing for the whole.
+    unknown: frozenset[str] = frozenset()
     # Distributed job: rank 0's key for this run in the job's store (the other ranks
     # measure it too); a run on another rank holds that rank's own share instead.
     job_key: str | None = None
@@ -66,6 +70,9 @@ class Tracked:
         for key, value in self.base.items():
             if key in out or all_keys:
                 out[key] = out.get(key, 0.0) + value
+        for key in self.unknown:
+            if key in out or all_keys:
+                out[key] = math.nan
         return out
 
 

@@ -9,6 +9,7 @@ mode with a bad footprint variable still measures the energy.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 import warnings
@@ -199,10 +200,32 @@ def test_a_resumed_run_holds_the_footprint_of_all_its_sessions(
     assert m["green/energy_kwh"] == pytest.approx(kwh, rel=1e-12)
     assert m["green/cost"] == pytest.approx(kwh * 0.25, rel=1e-12)
     assert m["green/water_l"] == pytest.approx(kwh * 2.0, rel=1e-12)
-    # A session without a price leaves no cost: the first session's is not the run's total.
-    mlflow_green.autolog(country="FRA")
+    # A session without a price: the earlier sessions' cost is not the run's total any more,
+    # so the run's cost (and water) is unknown from now on: NaN, not a part as the whole.
+    mlflow_green.autolog(country="FRA", wue_l_per_kwh=2.0)
     with mlflow.start_run(run_id):
         fake_powercap.advance(zones.package, 30.0)
     m = client.get_run(run_id).data.metrics
     assert m["green/energy_kwh"] == pytest.approx(150.0 / J_PER_KWH, rel=1e-12)
-    assert m["green/cost"] == pytest.approx(kwh * 0.25, rel=1e-12)  # unchanged, not extended
+    assert math.isnan(m["green/cost"])
+    assert m["green/water_l"] == pytest.approx(150.0 / J_PER_KWH * 2.0, rel=1e-12)
+
+
+def test_a_run_resumed_in_another_currency_gets_no_cost(
+    client: MlflowClient, fake_powercap: Any, zones: Any
+) -> None:
+    mlflow_green.autolog(country="FRA", price_per_kwh=0.25, currency="EUR")
+    run_id = run_with_exact_joules(fake_powercap, zones)
+    mlflow_green.autolog(country="FRA", price_per_kwh=30, currency="JPY")
+    with mlflow.start_run(run_id):
+        fake_powercap.advance(zones.package, 30.0)
+    run = client.get_run(run_id)
+    assert math.isnan(run.data.metrics["green/cost"])  # EUR + JPY is no amount
+    assert run.data.tags["green.currency"] == "JPY"
+    # A priced session after an unpriced one: this session's cost is not the run's.
+    mlflow_green.autolog(country="FRA")
+    plain = run_with_exact_joules(fake_powercap, zones)
+    mlflow_green.autolog(country="FRA", price_per_kwh=0.25, currency="EUR")
+    with mlflow.start_run(plain):
+        fake_powercap.advance(zones.package, 30.0)
+    assert math.isnan(client.get_run(plain).data.metrics["green/cost"])

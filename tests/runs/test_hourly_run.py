@@ -165,7 +165,9 @@ def test_zero_code_with_a_bad_series_uses_the_locations_yearly_figure(
     with mlflow.start_run() as run:
         fake_powercap.advance(zones.package, 36.0)
     data = client.get_run(run.info.run_id).data
-    assert data.tags["green.carbon_intensity_source"] == "codecarbon energy mix"
+    assert data.tags["green.carbon_intensity_source"] == (
+        "codecarbon energy mix (MLFLOW_GREEN_CARBON_INTENSITY not used: see the run's warning)"
+    )
     assert data.metrics["green/co2eq_kg"] == pytest.approx(
         data.metrics["green/energy_kwh"] * FRA_G_PER_KWH / 1000, rel=1e-3
     )
