@@ -317,13 +317,16 @@ def tracking_store() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def session(system_intervals_s: tuple[float, ...]) -> Iterator[tuple[FakeMachine, list[Tool]]]:
+def session(
+    system_intervals_s: tuple[float, ...], machine_type: type[FakeMachine] = FakeMachine
+) -> Iterator[tuple[FakeMachine, list[Tool]]]:
     """The scripted machine and the tools compared on it, in a throw-away tracking store.
 
     Tools: CodeCarbon at 1 s and at its default interval, MLflow system metrics at
     each of ``system_intervals_s``, and mlflow-green (autolog on an MLflow run).
+    ``machine_type``: a :class:`FakeMachine` subclass (``bench/accuracy.py``'s AMD one).
     """
-    machine = FakeMachine()  # before any tool imports pynvml
+    machine = machine_type()  # before any tool imports pynvml (or amdsmi)
     feed_codecarbon(machine)
     try:
         with tracking_store():

@@ -136,3 +136,56 @@ def no_green_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("MLFLOW_GREEN_"):
             monkeypatch.delenv(name)
     yield
+
+
+class FakeAmdSmi:
+    """The stand-in ``amdsmi`` module (tests/fakes/amdsmi.py) on a manual clock, and shortcuts."""
+
+    def __init__(self, module: ModuleType) -> None:
+        from tests.fakes.powercap import ManualClock
+
+        self.amdsmi = module
+        self.clock = ManualClock(start_s=7000.0)
+        module.set_clock(self.clock)
+
+    def configure(self, devices: list[dict[str, Any]], **scenario: Any) -> None:
+        """Describe the AMD GPUs (see tests/fakes/amdsmi.py); restarts the fake's epoch."""
+        self.amdsmi.configure({"driver": True, "devices": devices, **scenario})
+
+    def now(self) -> float:
+        """Seconds since the epoch on the fake's clock (the profiles' time axis)."""
+        return self.amdsmi.now_s()
+
+    def advance(self, dt_s: float) -> float:
+        """Move the manual clock forward; returns the new :meth:`now`."""
+        self.clock.advance(dt_s)
+        return self.now()
+
+    def counter_integral_j(self, uuid: str, t0: float, t1: float) -> float:
+        """What a perfect reader of the energy accumulator sees between ``t0`` and ``t1``."""
+        return self.amdsmi.counter_integral_j(uuid, t0, t1)
+
+    def integral_j(self, uuid: str, t0: float, t1: float) -> float:
+        """The exact energy of the power profile between ``t0`` and ``t1``."""
+        return self.amdsmi.integral_j(uuid, t0, t1)
+
+
+@pytest.fixture
+def fake_amdsmi(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAmdSmi]:
+    """A fresh stand-in ``amdsmi`` as ``sys.modules["amdsmi"]``; no GPU until configured.
+
+    No visible-devices variable of the outer environment applies; NVML finds no GPU
+    (``pynvml``, real or not, is made unimportable), so discovery reaches AMD SMI.
+    """
+    for name in ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("FAKE_AMDSMI_SCENARIO", raising=False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    spec = importlib.util.spec_from_file_location("amdsmi", FAKES / "amdsmi.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "amdsmi", module)  # before exec, as an import does
+    spec.loader.exec_module(module)
+    yield FakeAmdSmi(module)
+    # Close the meters while the fake they hold is still the one in sys.modules.
+    reset_and_wait()

@@ -21,6 +21,7 @@ import pytest
 from huggingface_hub import ModelCard, ModelCardData
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import fluent
 
 import mlflow_green
 from mlflow_green.measure.meters.rapl import ROOT_ENV
@@ -112,6 +113,9 @@ def measured_store(folder: Path, uri: str | None = None) -> Iterator[Store]:
             experiment_id = client.create_experiment(
                 f"card-{folder.name}", artifact_location=location
             )
+            # set_experiment sets both of these for the whole process: undone on leaving.
+            mp.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+            mp.setattr(fluent, "_active_experiment_id", None)
             mlflow.set_experiment(experiment_id=experiment_id)
             mlflow_green.autolog(country="FRA", silent=True)
             measured_run = train(tree, package, MEASURED)
