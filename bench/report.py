@@ -373,11 +373,11 @@ def _accuracy_findings(r: dict[str, Any], tools: list[str]) -> list[str]:
         )
         out.append(
             f"- **mlflow-green's error is not the smallest on every profile**: {cases}. "
-            "On a counter reset (driver reload, GPU reset) `NvmlEnergyCounterMeter.read` "
-            "counts nothing for the whole interval in which the reset happened (up to one "
-            "sampling interval, 1 s, of energy lost), where CodeCarbon falls back to power x "
-            "time for that interval. Reported to the package owners (a counter that restarts "
-            "from 0 holds the energy since the reset, which can be counted exactly)."
+            "On a counter reset (driver reload, GPU reset) the energy of the interval in "
+            "which it happened is not in the counter: mlflow-green counts the device's power "
+            "(a 1 s average) x that interval, never less than the counter's own figure since "
+            "the reset, and CodeCarbon does much the same, so the two differ by where that "
+            "interval falls (one sampling interval at most)."
         )
     else:
         out.append("- mlflow-green's error is the smallest (or tied) on every profile.")

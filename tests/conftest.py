@@ -6,6 +6,7 @@
   :func:`mlflow_green.measure.meters.discover` finds through ``MLFLOW_GREEN_POWERCAP_ROOT``.
 * ``fresh_monitor`` (autouse): ``reset_monitor()`` before and after every test, so
   each test discovers the hardware afresh and leaves no sampler thread behind.
+* ``sqlite_uri``: a fresh SQLite store as the tracking URI, in ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -189,3 +190,27 @@ def fake_amdsmi(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAmdSmi]:
     yield FakeAmdSmi(module)
     # Close the meters while the fake they hold is still the one in sys.modules.
     reset_and_wait()
+
+
+@pytest.fixture
+def sqlite_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_green_environment: None
+) -> Iterator[str]:
+    """A fresh SQLite store (MLflow's schema ready) as the tracking URI, ``tmp_path`` as the
+    current folder with a spool of its own; autolog off and no run left open at the end."""
+    import mlflow
+
+    import mlflow_green
+    from tests.mlflow_server import sqlite_db_copy
+
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow_green.autolog(disable=True)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)

@@ -13,20 +13,6 @@ import mlflow_green
 J_PER_KWH = 3.6e6
 
 
-@pytest.fixture
-def sqlite_uri(tmp_path, monkeypatch):
-    for name in ("MLFLOW_GREEN_PUE", "MLFLOW_GREEN_COUNTRY", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow_green.autolog(disable=True)
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-
-
 def busy(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:

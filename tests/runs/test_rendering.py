@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 import mlflow_green
@@ -21,19 +20,6 @@ from mlflow_green.runs import rendering, spool
 from tests.mlflow_server import sqlite_db_copy
 
 ARTIFACTS = {"green/report.json", "green/timeline.csv", "green/report.html", "green/power.png"}
-
-
-@pytest.fixture
-def sqlite_uri(tmp_path, monkeypatch, no_green_environment):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow_green.autolog(disable=True)
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
 
 
 def _run_job(tmp_path: Path, script: str) -> tuple[str, subprocess.CompletedProcess]:
