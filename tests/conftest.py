@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -214,3 +215,39 @@ def sqlite_uri(
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def experiment_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An ``MlflowClient`` on a SQLite store of its own, ``tmp_path`` the current folder, a
+    new experiment as ``MLFLOW_EXPERIMENT_ID``; autolog is off again afterwards."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking import fluent
+
+    import mlflow_green
+    from tests.mlflow_server import sqlite_db_copy
+
+    for name in list(os.environ):
+        if name.startswith("MLFLOW_GREEN_") or name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
+    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    store = MlflowClient(uri)
+    experiment = store.create_experiment(
+        f"test-{uuid.uuid4().hex[:12]}", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    try:
+        yield store
+    finally:
+        mlflow_green.autolog(disable=True)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)

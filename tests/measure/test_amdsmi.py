@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +22,6 @@ from typing import Any
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from mlflow.tracking import fluent
 
 import mlflow_green
 from mlflow_green.measure.meters import DOCTOR_HINT, discover
@@ -35,7 +33,6 @@ from mlflow_green.measure.meters.amdsmi import (
 )
 from mlflow_green.measure.meters.base import MeterUnavailable
 from tests.measure.test_nvml import ramp, read_pattern, spiky, steady
-from tests.mlflow_server import sqlite_db_copy
 
 REPO = Path(__file__).parents[2]
 FAKES = REPO / "tests" / "fakes"
@@ -425,29 +422,8 @@ def test_discover_on_macos_lets_apple_meters_take_their_domains(
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A SQLite store of its own and an experiment; autolog is off again afterwards."""
-    for name in list(os.environ):
-        if name.startswith("MLFLOW_GREEN_") or name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    client = MlflowClient(uri)
-    experiment = client.create_experiment(
-        f"amd-{uuid.uuid4().hex[:12]}", artifact_location=(tmp_path / "artifacts").as_uri()
-    )
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
-    try:
-        yield client
-    finally:
-        mlflow_green.autolog(disable=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
+def tracking(experiment_client: MlflowClient) -> MlflowClient:
+    return experiment_client
 
 
 def test_autolog_run_on_an_amd_gpu(tracking, fake_amdsmi, fake_powercap) -> None:

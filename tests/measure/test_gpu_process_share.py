@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from mlflow.tracking import fluent
 
 import mlflow_green
 from mlflow_green.measure.meters.nvml import open_nvml_meters
 from mlflow_green.runs.spool import _report_from_dict
-from tests.mlflow_server import sqlite_db_copy
 
 GPU = "GPU-aaaa1111-0000-0000-0000-000000000000"
 A100 = "NVIDIA A100-SXM4-40GB"
@@ -264,29 +260,8 @@ def test_stand_in_samples_only_newer_than_the_cursor_and_not_found_when_none(fak
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    """A SQLite store of its own and an experiment; autolog is off again afterwards."""
-    for name in list(os.environ):
-        if name.startswith("MLFLOW_GREEN_") or name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    store = MlflowClient(uri)
-    experiment = store.create_experiment(
-        f"gpu-share-{uuid.uuid4().hex[:12]}", artifact_location=(tmp_path / "artifacts").as_uri()
-    )
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
-    try:
-        yield store
-    finally:
-        mlflow_green.autolog(disable=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
+def client(experiment_client: MlflowClient) -> MlflowClient:
+    return experiment_client
 
 
 def test_autologged_run_with_process_scope_tags_the_attribution(client, fake_nvml) -> None:

@@ -10,57 +10,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from mlflow.tracking import fluent
 
 import mlflow_green
 from mlflow_green.measure.report import J_PER_KWH
 from mlflow_green.runs.autologging import autolog_from_env
 from tests.measure.test_footprint import SETTINGS
-from tests.mlflow_server import sqlite_db_copy
 
 PUE = 1.5
 FOOTPRINT_KEYS = {"green/cost", "green/water_l", "green/embodied_co2eq_kg"}
 
 
-def _end_fluent_runs() -> None:
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-
-
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    """A SQLite store of its own and an experiment; autolog is off again afterwards."""
-    for name in list(os.environ):
-        if name.startswith("MLFLOW_GREEN_") or name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_GREEN_SPOOL_DIR", str(tmp_path / "spool"))
-    uri = f"sqlite:///{sqlite_db_copy(tmp_path / 'mlflow.db')}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    _end_fluent_runs()
-    store = MlflowClient(uri)
-    experiment = store.create_experiment(
-        f"footprint-{uuid.uuid4().hex[:12]}", artifact_location=(tmp_path / "artifacts").as_uri()
-    )
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
-    try:
-        yield store
-    finally:
-        mlflow_green.autolog(disable=True)
-        _end_fluent_runs()
-        mlflow.set_tracking_uri(None)
+def client(experiment_client: MlflowClient) -> MlflowClient:
+    return experiment_client
 
 
 @pytest.fixture
