@@ -186,6 +186,21 @@ def test_stale_readings_are_neither_lost_nor_counted_twice(fake_amdsmi) -> None:
     assert "stale reading" in note and "3 times" in note
 
 
+def test_a_stale_reading_of_a_young_counter_is_not_taken_for_a_restart(fake_amdsmi) -> None:
+    # Just after a reset the counter is small: a stale value is below the restart limit, but
+    # its timestamp is older than the baseline's, so it is held over, not counted again.
+    stale = {"from_s": 5.0, "reads": 1, "lag_s": 2.0}
+    fake_amdsmi.configure([gpu(0, profile=[[0.0, 100.0]], counter_start=0, stale=stale)])
+    meter = open_meter(fake_amdsmi)
+    t_open = fake_amdsmi.now()
+    for _ in range(8):
+        t = fake_amdsmi.advance(1.0)
+        energy = meter.read()[UUIDS[0]]
+    assert energy == pytest.approx(fake_amdsmi.counter_integral_j(UUIDS[0], t_open, t), rel=1e-9)
+    [note] = meter.notes()
+    assert "stale reading" in note and "restart" not in note
+
+
 # --- Which GPUs: visible devices, KFD order, left-out dies and counters --------------------
 
 

@@ -361,6 +361,9 @@ class AmdSmiEnergyMeter(Meter):
         else:
             limit = MAX_PLAUSIBLE_POWER_W * max(elapsed_s, MIN_ELAPSED_S) * 1e6 / gpu.resolution_uj
             wrapped = _WRAP_32 - gpu.last_count + count
+            if 0 < ts_ns <= gpu.last_ts_ns:  # older than the baseline's own time: stale
+                self._events.append((t, gpu.uuid, "stale", elapsed_s))
+                return
             if gpu.last_count < _WRAP_32 and wrapped <= limit:
                 gpu.counts += wrapped
             elif count <= limit:  # restarted from 0 since the last reading
