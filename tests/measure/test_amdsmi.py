@@ -562,3 +562,20 @@ def _real_amdsmi() -> ModuleType | None:
             except Exception:
                 return None
     return None
+
+
+def test_a_vendor_library_that_fails_oddly_costs_one_warning_not_the_other_meters(
+    fake_amdsmi, fake_powercap, monkeypatch
+) -> None:
+    fake_powercap.add_package(0, energy_uj=1_000_000)
+    fake_amdsmi.configure([gpu(0)])
+
+    def broken(*args: Any) -> Any:  # a binding fault that is no AmdSmiException
+        raise SystemError("NULL result without error in PyObject_Call")
+
+    monkeypatch.setattr(fake_amdsmi.amdsmi, "amdsmi_get_processor_handles", broken)
+    with pytest.warns(UserWarning) as caught:
+        meters = discover()
+    assert {m.domain: m.method for m in meters} == {"gpu": "none", "cpu": "rapl", "ram": "rapl"}
+    [message] = [str(w.message) for w in caught if "mlflow-green" in str(w.message)]
+    assert "AMD GPU energy not measured" in message and "SystemError" in message

@@ -78,6 +78,9 @@ def _add(meters: list[Meter], opener: Callable[[], list[Meter]], fallback: str) 
         if exc.warn:
             warn(f"mlflow-green: {fallback}: {exc}{DOCTOR_HINT}", stacklevel=4)
         return
+    except Exception as exc:  # a vendor library's own fault: the other meters still open
+        warn(f"mlflow-green: {fallback}: {type(exc).__name__}: {exc}{DOCTOR_HINT}", stacklevel=4)
+        return
     covered = _domains(meters)
     for meter in opened:
         if meter.domain in covered:
