@@ -152,6 +152,13 @@ def nvml_check(env: Environment) -> Check:
                 "unset CUDA_VISIBLE_DEVICES, or list the GPUs the job uses "
                 "(e.g. CUDA_VISIBLE_DEVICES=0): a process measures only the GPUs it can use"
             )
+            if "MIG-" in spec:  # keep it: it is what puts the job on its MIG slice
+                fix = (
+                    "keep CUDA_VISIBLE_DEVICES (it puts the job on its MIG slice) but name the "
+                    "MIG devices by the UUIDs `nvidia-smi -L` lists (MIG-<uuid>), which are "
+                    "measured as their slice share of the GPU; the old "
+                    "MIG-GPU-<uuid>/<gi>/<ci> form cannot be resolved"
+                )
             return Check("NVML", ("gpu",), False, "; ".join([detail, *notes]), fix)
         return Check("NVML", ("gpu",), False, "; ".join(["NVML lists no GPU", *notes]))
     parts = [f"{len(devices)} GPU(s): " + "; ".join(f"{m.hardware()} ({m.method})" for m in meters)]

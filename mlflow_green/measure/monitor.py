@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import sys
 import threading
@@ -125,8 +126,12 @@ class Monitor:
         self._cum: dict[str, EnergyByDevice] = {"machine": copy_energy(zero)}
         self._zero = zero
         self._share: ProcessShare | None = None
-        # Meter index -> how it attributes its devices to processes (scope="process").
+        # Meter index -> how it last attributed its devices to processes (scope="process").
         self._attributing: dict[int, str] = {}
+        self._raised: set[int] = set()  # meters whose process_shares raised: whole since
+        # Meter index -> time of its last read with / without a split (scope="process").
+        self._split_t: dict[int, float] = {}
+        self._whole_t: dict[int, float] = {}
         self._failures: dict[int, str] = {}
         self._timeline: list[Point] = []
         self.methods = _methods(meters)
@@ -168,21 +173,23 @@ class Monitor:
 
     def _device_shares(self, index: int, meter: Meter) -> dict[str, float] | None:
         """The meter's own per-device process shares for the interval just read, if any."""
-        if self._attributing.get(index) == "":
-            return None  # it failed once: counted whole from then on
-        try:
-            by_device = meter.process_shares(self._share.pids())  # type: ignore[union-attr]
-        except Exception as exc:  # attribution must never stop the measuring
-            self._attributing[index] = ""
-            warn(
-                f"mlflow-green: attributing {meter.domain} energy to this process tree failed "
-                f"({type(exc).__name__}: {exc}); counted whole",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        by_device = None
+        if index not in self._raised:
+            try:
+                by_device = meter.process_shares(self._share.pids())  # type: ignore[union-attr]
+            except Exception as exc:  # attribution must never stop the measuring
+                self._raised.add(index)
+                warn(
+                    f"mlflow-green: attributing {meter.domain} energy to this process tree "
+                    f"failed ({type(exc).__name__}: {exc}); counted whole",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        if by_device is None:
+            self._whole_t[index] = time.monotonic()
             return None
-        if by_device is not None:
-            self._attributing[index] = meter.process_method
+        self._attributing[index] = meter.process_method or "process-share"
+        self._split_t[index] = time.monotonic()
         return by_device
 
     def _fail(self, index: int, meter: Meter, exc: Exception) -> None:
@@ -259,7 +266,7 @@ class Monitor:
             start_time_s=window._wall,
             duration_s=end.t - start.t,
             energy_j_by_device=energy,
-            methods=self._methods_for(window.scope),
+            methods=self._methods_for(window.scope, start.t, failures),
             hardware=dict(self.hardware),
             scope=window.scope,
             timeline=power_timeline(
@@ -269,12 +276,25 @@ class Monitor:
             gpu_whole_j_by_device=whole,
         )
 
-    def _methods_for(self, scope: str) -> dict[str, str]:
-        """The method tags; with ``scope="process"``, a meter that attributed its devices to
-        processes says how (``nvml-energy-counter+process-share``)."""
-        if scope != "process" or not any(self._attributing.values()):
+    def _methods_for(self, scope: str, start_t: float, failures: dict[str, str]) -> dict[str, str]:
+        """The method tags of a window that started at ``start_t``. With ``scope="process"``,
+        a meter that split any interval of the window between processes says how
+        (``nvml-energy-counter+process-share``), one that split none gets its bare method
+        (the figure is the whole); split for part of the window only, it keeps the split
+        in its method and ``failures`` says the rest was counted whole."""
+        if scope != "process":
             return dict(self.methods)
-        return _methods(self._meters, self._attributing)
+        how: dict[int, str] = {}
+        for i, meter in enumerate(self._meters):
+            if self._split_t.get(i, -math.inf) <= start_t:
+                continue  # no interval of the window was split: its figure is the whole
+            how[i] = self._attributing[i]
+            if self._whole_t.get(i, -math.inf) > start_t:
+                note = "split between processes for only part of the window, whole for the rest"
+                failures[meter.domain] = "; ".join(
+                    r for r in (failures.get(meter.domain), f"{meter.method}: {note}") if r
+                )
+        return _methods(self._meters, how)
 
     def _thin(self) -> None:
         # Bound memory for runs of days: past the limit, keep every other point of the

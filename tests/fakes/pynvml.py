@@ -42,10 +42,14 @@ The hardware is described by a scenario, given in-process with
           "process_util": true,        # false: nvmlDeviceGetProcessUtilization answers
                                        # NOT_SUPPORTED (pre-Maxwell parts, some vGPUs)
           "util_period_s": 0.1667,     # the driver's per-process sampling period
+          "process_util_errors": [[from_s, to_s, code], ...],  # optional: the per-process
+                                       # query raises NVMLError(code) from from_s up to
+                                       # to_s (transient faults: a timeout, UNKNOWN...)
           "mig": {                     # optional: MIG capable (absent: NOT_SUPPORTED)
             "enabled": true,           # MIG mode (current and pending)
             "total_slices": 7,         # GPU slices of the whole GPU (7 on A100/H100, 4 on A30)
-            "instances": [{"slices": 3, "processes": [...as above...]}, ...]
+            "instances": [{"slices": 3, "processes": [...as above...],
+                           "uuid": "MIG-..."}, ...]   # default "MIG-<GPU uuid>-<index>"
           }
         }
       ]
@@ -373,6 +377,7 @@ class _Process:
 class _MigInstance:
     slices: int
     processes: list[_Process]
+    uuid: str | None = None
 
 
 @dataclass
@@ -386,7 +391,9 @@ class _Mig:
         if raw is None:
             return None
         instances = [
-            _MigInstance(int(i["slices"]), [_Process.parse(p) for p in i.get("processes", [])])
+            _MigInstance(
+                int(i["slices"]), [_Process.parse(p) for p in i.get("processes", [])], i.get("uuid")
+            )
             for i in raw.get("instances", [])
         ]
         total = int(raw.get("total_slices", 7))
@@ -408,6 +415,7 @@ class _Device:
     process_util: bool
     util_period_s: float
     mig: _Mig | None
+    process_util_errors: list[tuple[float, float, int]]
 
 
 @dataclass
@@ -439,6 +447,10 @@ class _Scenario:
                     process_util=bool(dev.get("process_util", True)),
                     util_period_s=float(dev.get("util_period_s", PROCESS_SAMPLE_PERIOD_S)),
                     mig=_Mig.parse(dev.get("mig")),
+                    process_util_errors=[
+                        (float(a), float(b), int(code))
+                        for a, b, code in dev.get("process_util_errors", [])
+                    ],
                 )
             )
         return cls(driver=raw.get("driver", True), as_bytes=strings == "bytes", devices=devices)
@@ -617,8 +629,51 @@ def nvmlDeviceGetHandleByIndex(index: int) -> c_nvmlDevice_t:
     return handle
 
 
+def _mig_uuid(dev: _Device, index: int) -> str:
+    return _mig_instance(dev, index).uuid or f"MIG-{dev.uuid.removeprefix('GPU-')}-{index}"
+
+
 def nvmlDeviceGetUUID(handle: c_nvmlDevice_t) -> str | bytes:
-    return _text(_device(handle).uuid)
+    """The GPU's UUID; on a MIG device handle, the MIG device's (``MIG-...``)."""
+    dev = _device(handle, mig_handle_ok=True)
+    return _text(dev.uuid if handle._mig is None else _mig_uuid(dev, handle._mig))
+
+
+def nvmlDeviceGetHandleByUUID(uuid: str | bytes) -> c_nvmlDevice_t:
+    """The GPU or MIG device with this UUID (nvml.h: "the UUID of the target GPU or MIG
+    instance"); ``NVMLError_NotFound`` when none has it."""
+    wanted = uuid.decode() if isinstance(uuid, bytes) else uuid
+    for index, dev in enumerate(_check_init().devices):
+        if dev.uuid == wanted:
+            return nvmlDeviceGetHandleByIndex(index)
+        if dev.mig is not None and dev.mig.enabled:
+            for i in range(len(dev.mig.instances)):
+                if _mig_uuid(dev, i) == wanted:
+                    _device(c_nvmlDevice_t(index))  # a lost GPU fails here, as the driver does
+                    return c_nvmlDevice_t(index, i)
+    _raise(NVML_ERROR_NOT_FOUND)
+    raise AssertionError  # unreachable
+
+
+def nvmlDeviceIsMigDeviceHandle(device: c_nvmlDevice_t) -> bool:
+    _device(device, mig_handle_ok=True)
+    return device._mig is not None
+
+
+def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice: c_nvmlDevice_t) -> c_nvmlDevice_t:
+    """The parent GPU of a MIG device; ``NVMLError_InvalidArgument`` for a GPU handle."""
+    _device(migDevice, mig_handle_ok=True)
+    if migDevice._mig is None:
+        _raise(NVML_ERROR_INVALID_ARGUMENT)
+    return c_nvmlDevice_t(migDevice._index)
+
+
+def nvmlDeviceGetGpuInstanceId(device: c_nvmlDevice_t) -> int:
+    """The GPU instance id of a MIG device (here its index); ``NotSupported`` on a GPU."""
+    _device(device, mig_handle_ok=True)
+    if device._mig is None:
+        _raise(NVML_ERROR_NOT_SUPPORTED)
+    return int(device._mig)
 
 
 def nvmlDeviceGetName(handle: c_nvmlDevice_t) -> str | bytes:
@@ -679,6 +734,9 @@ def nvmlDeviceGetProcessUtilization(
     dev = _device(handle)
     if not dev.process_util or (dev.mig is not None and dev.mig.enabled):
         _raise(NVML_ERROR_NOT_SUPPORTED)
+    for from_s, to_s, code in dev.process_util_errors:
+        if from_s <= now_s() < to_s:
+            _raise(code)
     period = dev.util_period_s
     last = math.floor(now_s() / period + 1e-6)
     seen: dict[int, list[tuple[int, int, int]]] = {}  # pid -> [(stamp, sm, mem)]

@@ -154,6 +154,64 @@ def test_a_gpu_without_per_process_data_counts_whole_with_one_warning(fake_nvml)
     assert "NOT_SUPPORTED" in said[0] and "whole" in said[0]
 
 
+def test_a_transient_nvml_error_keeps_the_split_and_is_retried(fake_nvml) -> None:
+    # One NVML_ERROR_UNKNOWN at one read: that interval keeps the previous split, the next
+    # read queries again; no warning, the tag stays right, and later windows are split too.
+    unknown = fake_nvml.pynvml.NVML_ERROR_UNKNOWN
+    glitch = {"process_util_errors": [[2.0, 2.5, unknown]]}
+    fake_nvml.configure([shared_gpu([proc(ME, 25), proc(OTHER, 75)], **glitch)])
+    fake_nvml.advance(1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            process = mlflow_green.track("p", scope="process", sample_interval_s=QUIET_S).start()
+            t0 = fake_nvml.now()
+            for _ in range(3):
+                fake_nvml.advance(1.2)
+                process.report  # noqa: B018 - reads the meters (the first read fails once)
+            report = process.stop()
+            whole = fake_nvml.counter_integral_j(GPU, t0, fake_nvml.now())
+            assert report.energy_j_by_device["gpu"] == {GPU: pytest.approx(0.25 * whole, abs=1e-9)}
+            assert report.methods["gpu"] == "nvml-energy-counter+process-share"
+            assert "gpu" not in report.failures
+    assert not [str(w.message) for w in caught if GPU in str(w.message)]
+
+
+def test_repeated_nvml_errors_turn_whole_once_and_the_tag_stops_claiming_a_split(
+    fake_nvml,
+) -> None:
+    unknown = fake_nvml.pynvml.NVML_ERROR_UNKNOWN
+    broken = {"process_util_errors": [[2.0, 1e9, unknown]]}
+    fake_nvml.configure([shared_gpu([proc(ME, 25), proc(OTHER, 75)], **broken)])
+    fake_nvml.advance(1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        process = mlflow_green.track("p", scope="process", sample_interval_s=QUIET_S).start()
+        times = [fake_nvml.now()]
+        for _ in range(4):  # reads at 2.2, 3.2 (kept split), 4.2 (third failure), 5.2
+            times.append(fake_nvml.advance(1.0 if times[1:] else 1.2))
+            process.report  # noqa: B018
+        first = process.stop()
+        later = mlflow_green.track("q", scope="process", sample_interval_s=QUIET_S).start()
+        t0 = fake_nvml.now()
+        fake_nvml.advance(2.0)
+        second = later.stop()
+    split, whole = times[2], times[-1]
+    expected = 0.25 * fake_nvml.counter_integral_j(GPU, times[0], split)
+    expected += fake_nvml.counter_integral_j(GPU, split, whole)
+    assert first.energy_j_by_device["gpu"] == {GPU: pytest.approx(expected, abs=1e-9)}
+    # Split for part of the window: the tag says how, the failures say the rest was whole.
+    assert first.methods["gpu"] == "nvml-energy-counter+process-share"
+    assert "part of the window" in first.failures["gpu"]
+    # A window with no split at all claims none.
+    assert second.methods["gpu"] == "nvml-energy-counter"
+    assert second.energy_j_by_device["gpu"] == {
+        GPU: pytest.approx(fake_nvml.counter_integral_j(GPU, t0, fake_nvml.now()), abs=1e-9)
+    }
+    said = [str(w.message) for w in caught if GPU in str(w.message)]
+    assert len(said) == 1 and "3 times in a row" in said[0] and "whole" in said[0], said
+
+
 # --- The idle rule, activity that moves, the fall-backs -------------------------------------
 
 
@@ -229,6 +287,27 @@ def test_mig_gpu_is_attributed_by_the_slices_of_this_tree_instances(fake_nvml) -
 
 
 # --- The stand-in behaves as NVML does -------------------------------------------------------
+
+
+def test_a_mig_device_in_cuda_visible_devices_is_its_slice_share_of_the_parent(
+    fake_nvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Kubernetes/Slurm set for a MIG job: the parent's counter times 3/7, both scopes.
+    mig = {"enabled": True, "total_slices": 7, "instances": [
+        {"slices": 3, "uuid": "MIG-1111", "processes": [proc(ME, 0)]},
+        {"slices": 4, "uuid": "MIG-2222", "processes": [proc(OTHER, 0)]}]}  # fmt: skip
+    fake_nvml.configure([shared_gpu([], mig=mig)])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1111")
+    fake_nvml.advance(1.0)
+    process = mlflow_green.track("p", scope="process", sample_interval_s=QUIET_S).start()
+    machine = mlflow_green.track("m", scope="machine", sample_interval_s=QUIET_S).start()
+    t0 = fake_nvml.now()
+    fake_nvml.advance(3.3)
+    m, p = machine.stop(), process.stop()
+    share = 3 / 7 * fake_nvml.counter_integral_j(GPU, t0, fake_nvml.now())
+    for report in (m, p):
+        assert report.energy_j_by_device["gpu"] == {"MIG-1111": pytest.approx(share, abs=1e-9)}
+        assert report.methods["gpu"] == "nvml-energy-counter+mig-slice-share"
 
 
 def test_stand_in_samples_only_newer_than_the_cursor_and_not_found_when_none(fake_nvml) -> None:

@@ -307,7 +307,7 @@ def test_mig_entries_are_skipped_with_one_warning(
     assert [uuid for m in meters for uuid in m.devices] == [UUIDS[1]]
     assert len(caught) == 1
     assert "MIG" in str(caught[0].message)
-    assert "energy counter" in str(caught[0].message)
+    assert "not measured" in str(caught[0].message)
 
 
 # --- Methods, hardware, errors, lifecycle --------------------------------------------------
@@ -331,13 +331,19 @@ def test_mixed_devices_give_one_meter_per_method(fake: FakeNvml) -> None:
 
 
 @pytest.mark.parametrize(
-    ("driver", "reason"),
-    [(False, "no NVIDIA driver (NVML library not found)"), ("not_loaded", "driver not loaded")],
+    ("driver", "reason", "should_warn"),
+    [
+        (False, "no NVIDIA driver (NVML library not found)", False),  # absence: silent
+        ("not_loaded", "driver not loaded", True),  # an installed driver failing: a fault
+    ],
 )
-def test_no_driver_is_meter_unavailable(fake: FakeNvml, driver: Any, reason: str) -> None:
+def test_no_driver_is_meter_unavailable(
+    fake: FakeNvml, driver: Any, reason: str, should_warn: bool
+) -> None:
     fake.configure([gpu(0)], driver=driver)
-    with pytest.raises(MeterUnavailable, match=re.escape(reason)):
+    with pytest.raises(MeterUnavailable, match=re.escape(reason)) as raised:
         fake.open()
+    assert raised.value.warn is should_warn
     assert fake.pynvml.init_count() == 0
 
 
@@ -365,9 +371,31 @@ def test_gpu_lost_propagates_from_read(fake: FakeNvml, counter: bool) -> None:
 
 def test_gpu_lost_while_opening_is_meter_unavailable(fake: FakeNvml) -> None:
     fake.configure([gpu(0), gpu(1, lost_at_s=0.0)])
-    with pytest.raises(MeterUnavailable, match="GPU is lost"):
+    with pytest.raises(MeterUnavailable, match="GPU is lost") as raised:
         fake.open()
+    assert raised.value.warn  # the user hears of it (discover warns, with the doctor hint)
     assert not fake.initialised()
+
+
+@pytest.mark.parametrize("scenario", [{"driver": "not_loaded"}, {"lost_at_s": 0.0}])
+def test_discover_warns_when_an_installed_driver_fails(
+    fake: FakeNvml, monkeypatch: pytest.MonkeyPatch, scenario: dict[str, Any]
+) -> None:
+    from mlflow_green.measure.meters import DOCTOR_HINT, discover
+
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # no AMD library either
+    driver = scenario.get("driver", True)
+    fake.configure([gpu(0, **{k: v for k, v in scenario.items() if k != "driver"})], driver=driver)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meters = discover()
+    try:
+        assert [m.method for m in meters if m.domain == "gpu"] == ["none"]
+    finally:
+        for m in meters:
+            m.close()
+    said = [str(w.message) for w in caught if "GPU energy not measured" in str(w.message)]
+    assert len(said) == 1 and DOCTOR_HINT in said[0], said
 
 
 def test_close_shuts_nvml_down_after_the_last_meter(fake: FakeNvml) -> None:

@@ -31,10 +31,35 @@ of the programs sharing a GPU add up to the GPU's whole energy.
   largest GPU instance profile it offers, 7 on A100/H100), whatever their activity;
   unused slices are nobody's.
 * **Fall-backs, each with one warning naming the GPU**: a GPU without the
-  per-process call (``NVMLError_NotSupported``) or whose calls fail is attributed
-  whole (share 1), as before; so is an interval in which NVML lists processes on
-  the GPU but none of them is visible here (a container with its own PID namespace:
-  NVML's pids are the host's, and nothing can be matched to this tree).
+  per-process call (``NVMLError_NotSupported``) is attributed whole (share 1) from
+  then on; so is an interval in which NVML lists processes on the GPU but none of
+  them is visible here (a container with its own PID namespace: NVML's pids are the
+  host's, and nothing can be matched to this tree).
+* **MIG slices named in ``CUDA_VISIBLE_DEVICES``** (``MIG-<uuid>``, what Kubernetes
+  and Slurm set for a MIG job): :func:`mig_slice` maps each to its parent GPU
+  (``nvmlDeviceGetHandleByUUID``, ``nvmlDeviceGetDeviceHandleFromMigDeviceHandle``);
+  the meter reads the parent's counter and counts the instance's slice share of it,
+  in both scopes, as ``<method>+mig-slice-share``, with the MIG UUID as the device
+  id (two jobs on two instances of one GPU are two devices). Decision: the slice
+  share, not the whole GPU, because the instance is what the job holds and the
+  scheduler gives each instance to one job; so with ``scope="process"`` such a
+  device is not split further (the whole instance is the job's).
+* **Transient errors**: any other ``NVMLError`` (a timeout, ``NVML_ERROR_UNKNOWN``...)
+  costs only that interval, which keeps the previous split (whole if there is none
+  yet), and the next read queries again from the same cursor, so its samples cover
+  both intervals. Only :data:`MAX_CONSECUTIVE_FAILURES` failures in a row turn the
+  GPU whole for good, with one warning.
+* **Limitation, bursty processes**: NVML gives one entry per process per query, the
+  mean SM utilisation over the driver's sample periods since the cursor *in which
+  that process was active* (nvitop found this; the stand-in models it), not over the
+  whole interval, and the entry does not say how many periods it averages. A process
+  busy 100 % for a quarter of each second and idle the rest reads as 100 %, against
+  50 % for a steady neighbour, so it gets 2/3 of the interval instead of its 1/3 of
+  the SM activity. Reading more often than the sample period does not help (one
+  period per read, the previous split kept in between), and weighting by the number
+  of periods each pid appears in would need one query per period, which the sampler
+  does not do; so the shares of processes with very different duty cycles are biased
+  toward the bursty one. Their sum is still the GPU's whole energy.
 """
 
 from __future__ import annotations
@@ -61,6 +86,8 @@ ACTIVITY_METHOD = "process-share"
 MIG_METHOD = "mig-slice-share"
 #: NVML's GPU instance profile ids run from 0 to NVML_GPU_INSTANCE_PROFILE_COUNT - 1.
 _PROFILE_IDS = range(0x12)
+#: Transient NVML failures in a row after which a GPU is attributed whole for good.
+MAX_CONSECUTIVE_FAILURES = 3
 
 
 @dataclass
@@ -72,7 +99,8 @@ class _GpuState:
     mode: str = ""  # "activity", "mig" or "whole"; "" until the first query
     last_seen_us: int = 0
     last_sample_t: float = -math.inf
-    share: float = 0.0
+    share: float | None = None  # the last interval's split; None before the first
+    failures: int = 0  # transient NVML failures in a row
     mig: list[tuple[Any, int]] = field(default_factory=list)  # (MIG handle, slices)
     total_slices: int = 0
     unmatched_warned: bool = False
@@ -103,7 +131,8 @@ class ProcessShares:
     def shares(self, pids: Collection[int]) -> dict[str, float]:
         """Fraction of each GPU's energy since the last call that belongs to ``pids``.
 
-        GPUs attributed whole are left out (their factor is 1).
+        GPUs attributed whole are left out (their factor is 1); so is a GPU whose query
+        failed transiently before it had any split (whole for that interval only).
         """
         pid_set = set(pids)
         out: dict[str, float] = {}
@@ -117,8 +146,19 @@ class ProcessShares:
                     out[gpu.uuid] = self._mig_share(gpu, pid_set)
                 elif gpu.mode == "activity":
                     out[gpu.uuid] = self._activity_share(gpu, pid_set)
+            except self._nvml.NVMLError_NotSupported as exc:
+                self._whole(gpu, f"NVML does not support it ({type(exc).__name__})")
             except self._nvml.NVMLError as exc:
-                self._whole(gpu, f"NVML failed ({type(exc).__name__}: {exc})")
+                gpu.failures += 1
+                if gpu.failures >= MAX_CONSECUTIVE_FAILURES:
+                    why = f"NVML failed {gpu.failures} times in a row ({type(exc).__name__}: {exc})"
+                    self._whole(gpu, why)
+                else:  # this interval only: keep the last split (none yet: whole), retry
+                    _log.debug("mlflow-green: GPU %s: transient NVML error %r", gpu.uuid, exc)
+                    if gpu.share is not None:
+                        out[gpu.uuid] = gpu.share
+            else:
+                gpu.failures = 0
         return out
 
     # -- the modes -------------------------------------------------------------------------
@@ -126,8 +166,8 @@ class ProcessShares:
         nvml = self._nvml
         try:
             mig_mode = nvml.nvmlDeviceGetMigMode(gpu.handle)[0]
-        except nvml.NVMLError:  # NotSupported: not a MIG-capable GPU
-            mig_mode = 0
+        except (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound):
+            mig_mode = 0  # not a MIG-capable GPU (or a driver without MIG)
         if mig_mode == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1):
             self._start_mig(gpu)
             return
@@ -156,7 +196,7 @@ class ProcessShares:
             gpu.share = sum(s.smUtil for s in valid if s.pid in pids) / busy
             return self._matched(gpu, gpu.share, {s.pid for s in valid})
         if not samples and now - gpu.last_sample_t < SAMPLE_PERIOD_MAX_S:
-            return gpu.share  # read faster than the driver samples: nothing new yet
+            return gpu.share or 0.0  # read faster than the driver samples: nothing new yet
         gpu.share, listed = self._idle_share(gpu, pids)
         return self._matched(gpu, gpu.share, listed)
 
@@ -199,7 +239,8 @@ class ProcessShares:
             listed |= running
             if running & pids:
                 slices += count
-        return self._matched(gpu, min(slices / gpu.total_slices, 1.0), listed)
+        gpu.share = min(slices / gpu.total_slices, 1.0)
+        return self._matched(gpu, gpu.share, listed)
 
     # -- fall-backs ------------------------------------------------------------------------
     def _matched(self, gpu: _GpuState, share: float, listed: set[int]) -> float:
@@ -223,6 +264,29 @@ class ProcessShares:
             f"whole to this process tree: {why}",
             stacklevel=2,
         )
+
+
+def mig_slice(nvml: Any, uuid: str) -> tuple[Any, int, int]:
+    """``(parent GPU handle, the MIG device's GPU slices, the GPU's slices)`` of the MIG
+    device ``uuid``.
+
+    Raises:
+        NVMLError: no such MIG device (``NotFound``), or NVML failed.
+        ValueError: NVML gives no slice counts for it.
+    """
+    mig = nvml.nvmlDeviceGetHandleByUUID(uuid)
+    parent = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
+    slices = int(nvml.nvmlDeviceGetAttributes(mig).gpuInstanceSliceCount)
+    total = 0
+    for profile in _PROFILE_IDS:
+        try:
+            info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(parent, profile)
+        except nvml.NVMLError:
+            continue  # a profile this GPU does not offer
+        total = max(total, int(info.sliceCount))
+    if not 0 < slices <= total:
+        raise ValueError(f"NVML gives {slices} of {total} GPU slices")
+    return parent, slices, total
 
 
 def _pids(pids: set[int], limit: int = 5) -> str:

@@ -44,11 +44,13 @@ POWER_POLL_INTERVAL_S = 0.1
 
 @dataclass(frozen=True)
 class NvmlGpu:
-    """One visible GPU: its NVML handle, UUID (the device id) and model name."""
+    """One visible GPU: its NVML handle, UUID (the device id) and model name; for a MIG
+    device, its parent GPU's handle, its own ``MIG-`` UUID and its slice share."""
 
     handle: Any
     uuid: str
     name: str
+    share: float = 1.0  # slices of a MIG device over its GPU's; 1: a whole GPU
 
 
 class _NvmlSession:
@@ -86,22 +88,20 @@ def _select_indices(spec: str, count: int, uuid_at: Callable[[int], str]) -> lis
     As CUDA does, entries are integer indices or ``GPU-`` UUID prefixes (which
     must match exactly one GPU), and the list ends at the first invalid entry (an
     index out of range, an unknown or ambiguous UUID, a repeat, anything else):
-    so ``""`` and ``"-1"`` hide every GPU. ``MIG-`` entries are skipped with one
-    warning: a MIG slice has no energy counter of its own, and charging it the
-    whole GPU's energy would be wrong.
+    so ``""`` and ``"-1"`` hide every GPU. ``MIG-`` entries are left to
+    :func:`_visible_gpus` (a MIG device has no energy counter of its own: its parent's
+    is shared by slices, see :mod:`._nvml_process`).
 
     Indices are NVML's (PCI bus order); they are CUDA's only with
     ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. On machines of identical GPUs, the usual
     case, the measured set is the same either way.
     """
     selected: list[int] = []
-    skipped_mig: list[str] = []
     uuids: list[str] | None = None  # listed only when needed: listing touches every GPU
     for raw in spec.split(","):
         entry = raw.strip()
         index: int | None = None
         if entry.startswith("MIG-"):
-            skipped_mig.append(entry)
             continue
         if entry.startswith("GPU-"):
             if uuids is None:
@@ -114,12 +114,6 @@ def _select_indices(spec: str, count: int, uuid_at: Callable[[int], str]) -> lis
         if index is None or index in selected:
             break
         selected.append(index)
-    if skipped_mig:
-        warn(
-            f"CUDA_VISIBLE_DEVICES names MIG slices ({', '.join(skipped_mig)}), which are not "
-            "measured: a MIG slice has no energy counter of its own.",
-            stacklevel=4,  # the caller of open_nvml_meters
-        )
     return selected
 
 
@@ -132,7 +126,7 @@ def _visible_gpus(nvml: Any) -> list[NvmlGpu]:
         return _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index)))
 
     indices = list(range(count)) if spec is None else _select_indices(spec, count, uuid_at)
-    gpus = []
+    gpus = _mig_gpus(nvml, [e.strip() for e in (spec or "").split(",") if "MIG-" in e])
     for index in indices:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         gpus.append(
@@ -141,6 +135,29 @@ def _visible_gpus(nvml: Any) -> list[NvmlGpu]:
                 uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
                 name=_text(nvml.nvmlDeviceGetName(handle)),
             )
+        )
+    return gpus
+
+
+def _mig_gpus(nvml: Any, entries: list[str]) -> list[NvmlGpu]:
+    """The MIG devices named ``MIG-<uuid>``, each as its parent GPU with its slice share;
+    others (unknown, the old ``MIG-GPU-<uuid>/<gi>/<ci>`` form) are skipped, one warning."""
+    from mlflow_green.measure.meters._nvml_process import mig_slice
+
+    gpus, skipped = [], []
+    for entry in entries:
+        try:
+            parent, slices, total = mig_slice(nvml, entry)
+        except (nvml.NVMLError, ValueError) as exc:
+            skipped.append(f"{entry} ({type(exc).__name__})")
+            continue
+        name = f"{_text(nvml.nvmlDeviceGetName(parent))} MIG {slices}/{total} slices"
+        gpus.append(NvmlGpu(handle=parent, uuid=entry, name=name, share=slices / total))
+    if skipped:
+        warn(
+            f"CUDA_VISIBLE_DEVICES names MIG devices NVML cannot resolve ({', '.join(skipped)}): "
+            "they are not measured",
+            stacklevel=4,  # the caller of open_nvml_meters
         )
     return gpus
 
@@ -173,8 +190,9 @@ def open_nvml_meters(*, clock: Callable[[], float] = time.monotonic) -> list[Met
         clock: Time source in seconds for power integration; tests inject one.
 
     Raises:
-        MeterUnavailable: nvidia-ml-py is missing, there is no usable driver, or
-            NVML failed while listing the GPUs.
+        MeterUnavailable: nvidia-ml-py is missing or there is no NVIDIA driver (no
+            warning: no GPU), or, with ``warn=True``, the driver is installed but not
+            loaded or NVML failed (initialising or listing the GPUs).
     """
     try:
         import pynvml
@@ -183,26 +201,26 @@ def open_nvml_meters(*, clock: Callable[[], float] = time.monotonic) -> list[Met
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as err:
-        raise MeterUnavailable(_init_failure_reason(pynvml, err)) from err
+        # No driver at all is absence (no warning); a driver that fails is a fault.
+        absent = isinstance(err, pynvml.NVMLError_LibraryNotFound)
+        raise MeterUnavailable(_init_failure_reason(pynvml, err), warn=not absent) from err
 
     session = _NvmlSession(pynvml)
     meters: list[Meter] = []
     try:
-        counter_gpus: list[NvmlGpu] = []
-        power_gpus: list[NvmlGpu] = []
+        groups: dict[tuple[bool, bool], list[NvmlGpu]] = {}  # (counter?, MIG?) -> GPUs
         for gpu in _visible_gpus(pynvml):
-            has_counter = _has_energy_counter(pynvml, gpu.handle)
-            (counter_gpus if has_counter else power_gpus).append(gpu)
-        if counter_gpus:
-            meters.append(NvmlEnergyCounterMeter(session, counter_gpus, clock=clock))
-        if power_gpus:
-            meters.append(NvmlPowerMeter(session, power_gpus, clock=clock))
+            key = (_has_energy_counter(pynvml, gpu.handle), gpu.share < 1.0)
+            groups.setdefault(key, []).append(gpu)
+        for (has_counter, _), gpus in sorted(groups.items(), reverse=True):
+            kind = NvmlEnergyCounterMeter if has_counter else NvmlPowerMeter
+            meters.append(kind(session, gpus, clock=clock))
     except BaseException as err:
         # Nothing was handed out, so this init is ours to undo.
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
         if isinstance(err, pynvml.NVMLError):
-            raise MeterUnavailable(f"NVML failed while listing GPUs: {err}") from err
+            raise MeterUnavailable(f"NVML failed while listing GPUs: {err}", warn=True) from err
         raise
     if not meters:
         pynvml.nvmlShutdown()
@@ -228,6 +246,8 @@ class _NvmlMeter(Meter):
         self._gpus = list(gpus)
         self._closed = False
         self._shares: Any = None  # a _nvml_process.ProcessShares once scope="process" asks
+        if any(gpu.share < 1.0 for gpu in self._gpus):  # MIG devices: a slice share each
+            self.method = f"{self.method}+mig-slice-share"
 
     def process_shares(self, pids: Collection[int]) -> dict[str, float] | None:
         """Fraction of each GPU's energy since the previous call that belongs to ``pids``:
@@ -237,7 +257,8 @@ class _NvmlMeter(Meter):
         if self._shares is None:
             from mlflow_green.measure.meters._nvml_process import ProcessShares
 
-            self._shares = ProcessShares(self._nvml, self._gpus, self._clock)
+            whole_gpus = [gpu for gpu in self._gpus if gpu.share == 1.0]  # not MIG devices
+            self._shares = ProcessShares(self._nvml, whole_gpus, self._clock)
         shares = self._shares.shares(pids)
         method = self._shares.method
         if method is None:
@@ -297,7 +318,7 @@ class NvmlEnergyCounterMeter(_NvmlMeter):
                 self._total_mj[gpu.uuid] += self._across_reset_mj(gpu, now_mj, t - self._last_t)
             self._last_mj[gpu.uuid] = now_mj
         self._last_t = t
-        return {uuid: total_mj / 1000.0 for uuid, total_mj in self._total_mj.items()}
+        return {gpu.uuid: self._total_mj[gpu.uuid] / 1000.0 * gpu.share for gpu in self._gpus}
 
     def _across_reset_mj(self, gpu: NvmlGpu, now_mj: int, dt_s: float) -> int:
         # The counter restarted (driver reload, GPU reset) since the last read: it holds the
@@ -346,4 +367,4 @@ class NvmlPowerMeter(_NvmlMeter):
             # Power is taken to vary linearly between two samples.
             self._energy_j[gpu.uuid] += (last_power_w + power_w) / 2.0 * max(t_s - last_t_s, 0.0)
             self._last[gpu.uuid] = (t_s, power_w)
-        return dict(self._energy_j)
+        return {gpu.uuid: self._energy_j[gpu.uuid] * gpu.share for gpu in self._gpus}
