@@ -187,6 +187,20 @@ def test_empty_or_missing_root_is_unavailable(tmp_path: Path) -> None:
         open_rapl_meters(missing)
 
 
+def test_a_configured_root_without_zones_is_a_fault_to_hear_of(tmp_path: Path, monkeypatch) -> None:
+    # The default root missing is absence (a VM); a root the user set and got wrong is a fault.
+    assert not open_rapl_unavailable(tmp_path).warn
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    exc = open_rapl_unavailable(None)
+    assert exc.warn and str(exc).startswith(f"{ROOT_ENV}={str(tmp_path)!r}: no RAPL")
+
+
+def open_rapl_unavailable(root: Path | None) -> MeterUnavailable:
+    with pytest.raises(MeterUnavailable) as caught:
+        open_rapl_meters(root)
+    return caught.value
+
+
 def test_env_var_names_the_root(tree: PowercapTree, monkeypatch) -> None:
     tree.add_package(7, dram=False)  # a package index no real machine here has
     monkeypatch.setenv(ROOT_ENV, str(tree.path))

@@ -136,10 +136,18 @@ def open_rapl_meters(root: str | os.PathLike[str] | None = None) -> list[Meter]:
     or ``/sys/class/powercap``. Raises :class:`MeterUnavailable`, with the reason
     and the fix, when there is no package zone or its counter cannot be read.
     """
+    configured = root is None and bool(os.environ.get(ROOT_ENV))
     if root is None:
         root = os.environ.get(ROOT_ENV) or DEFAULT_ROOT
     root_path = Path(root)
-    zones = _scan(root_path)
+    try:
+        zones = _scan(root_path)
+        if not any(z.name.startswith("package") for z in zones):
+            raise MeterUnavailable(f"no RAPL powercap zones under {root_path}")
+    except MeterUnavailable as exc:
+        if configured:  # the user pointed at it: a wrong folder is a fault to hear of
+            raise MeterUnavailable(f"{ROOT_ENV}={root!r}: {exc}", warn=True) from None
+        raise
     # Anything else is left out: core and uncore are parts of their package, psys is the
     # whole platform (package included).
     packages = [z for z in zones if z.name.startswith("package")]
