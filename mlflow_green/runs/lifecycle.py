@@ -46,20 +46,24 @@ def on_start(
         return
     if client is None:
         client = _tracking_client()
-    base, offset = _earlier_sessions(client, run_id, run) if resumed else ({}, 0)
     cfg = state.config.measure
+    base, offset, unknown = (
+        _earlier_sessions(client, run_id, run, cfg.footprint) if resumed else ({}, 0, frozenset())
+    )
     window = get_monitor().open(f"run {run_id}", cfg.scope, cfg.sample_interval_s)
     with state.lock:
         if run_id in state.runs:  # lost a race with another thread: keep the first window
             window.close()
             return
         tracked = Tracked(
-            run_id, window, client, base=base, step_offset=offset, tags_logged=tags_logged or {}
+            run_id,
+            window,
+            client,
+            base=base,
+            step_offset=offset,
+            unknown=unknown,
+            tags_logged=tags_logged or {},
         )
-        if base:
-            tracked.unknown = _unsummable(base, cfg.footprint, _earlier_currency(client, run_id))
-            for key in tracked.unknown:
-                base.pop(key, None)
         tracked.run_name = run_name or _run_name(run)
         info = getattr(run, "info", None)
         tracked.artifact_uri = artifact_uri or getattr(info, "artifact_uri", None)
@@ -80,8 +84,12 @@ def _run_name(run: Any) -> str | None:
         return None
 
 
-def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, float], int]:
-    """What a resumed run already holds: its additive green totals and the next free step."""
+def _earlier_sessions(
+    client: Any, run_id: str, run: Any, footprint: Any
+) -> tuple[dict[str, float], int, frozenset[str]]:
+    """What a resumed run already holds: its additive green totals, the next free step, and
+    the footprint figures that cannot go on adding up under ``footprint`` (:func:`_unsummable`;
+    they are left out of the totals)."""
     run = run if run is not None else client.get_run(run_id)
     base = {
         k: v
@@ -89,9 +97,11 @@ def _earlier_sessions(client: Any, run_id: str, run: Any) -> tuple[dict[str, flo
         if k in _ADDITIVE or k.startswith(_ADDITIVE_PREFIXES)
     }
     if not base:
-        return {}, 0
+        return {}, 0, frozenset()
+    unknown = _unsummable(base, footprint, run.data.tags.get("green.currency"))
     history = client.get_metric_history(run_id, "green/energy_kwh")
-    return base, max((m.step for m in history), default=-1) + 1
+    step = max((m.step for m in history), default=-1) + 1
+    return {k: v for k, v in base.items() if k not in unknown}, step, unknown
 
 
 def _unsummable(base: dict[str, float], footprint: Any, currency: str | None) -> frozenset[str]:
@@ -106,10 +116,6 @@ def _unsummable(base: dict[str, float], footprint: Any, currency: str | None) ->
     if "green/cost" in base and currency != footprint.currency:
         out.add("green/cost")
     return frozenset(out)
-
-
-def _earlier_currency(client: Any, run_id: str) -> str | None:
-    return client.get_run(run_id).data.tags.get("green.currency")
 
 
 def _tracking_client() -> Any:
