@@ -6,6 +6,7 @@
   :func:`mlflow_green.measure.meters.discover` finds through ``MLFLOW_GREEN_POWERCAP_ROOT``.
 * ``fresh_monitor`` (autouse): ``reset_monitor()`` before and after every test, so
   each test discovers the hardware afresh and leaves no sampler thread behind.
+* ``fake_apple``: the ``zeus_apple_silicon`` stand-in on a manual clock, on "macOS on arm64".
 * ``sqlite_uri``: a fresh SQLite store as the tracking URI, in ``tmp_path``.
 """
 
@@ -251,3 +252,22 @@ def experiment_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def fake_apple(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A fresh stand-in as ``zeus_apple_silicon`` on a manual clock, on "macOS on arm64"."""
+    import platform
+
+    spec = importlib.util.spec_from_file_location(
+        "zeus_apple_silicon", FAKES / "zeus_apple_silicon.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "zeus_apple_silicon", module)
+    spec.loader.exec_module(module)
+    module.clock = module.ManualClock(start=2000.0)
+    module.set_clock(module.clock)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    yield module

@@ -7,12 +7,9 @@ manual clock of the stand-in's: no sleeps, exact ground truth (``integral_j``).
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -38,23 +35,6 @@ M1_MAX = {
     "ANE0": {"profile": [[0, 0.0], [4, 0.0], [4, 1.25]]},
     "DRAM0": {"profile": [[0, 0.9]], "start": 4_000_000},
 }
-
-
-@pytest.fixture
-def fake_apple(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """A fresh stand-in as ``zeus_apple_silicon`` on a manual clock, on "macOS on arm64"."""
-    spec = importlib.util.spec_from_file_location(
-        "zeus_apple_silicon", FAKES / "zeus_apple_silicon.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "zeus_apple_silicon", module)
-    spec.loader.exec_module(module)
-    module.clock = module.ManualClock(start=2000.0)
-    module.set_clock(module.clock)
-    monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr(platform, "machine", lambda: "arm64")
-    yield module
 
 
 def by_domain(meters: list) -> dict[str, AppleSiliconMeter]:

@@ -9,7 +9,6 @@ A permission error needs another user than root: those checks run ``rapl_check``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -338,20 +337,6 @@ def test_amd_gpu_on_the_bus_without_amdsmi(monkeypatch, fake_nvml, fake_powercap
     gpu = domains(diagnose(on_bus))["gpu"]
     assert gpu.status == ABSENT and "amd-smi list" in gpu.fix
     assert "nothing to do" not in gpu.fix
-
-
-@pytest.fixture
-def fake_apple(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "zeus_apple_silicon", FAKES / "zeus_apple_silicon.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "zeus_apple_silicon", module)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr("platform.machine", lambda: "arm64")
-    return module
 
 
 def test_apple_check_on_macos(fake_apple, monkeypatch) -> None:
