@@ -221,23 +221,21 @@ def _read_budgets(model: str, tracking_uri: str | None) -> dict[str, str]:
 
 
 def _verdict(model: str, tags: dict[str, str], rows: list[Any]) -> dict[str, Any]:
-    """Whether each row fits ``model``'s budgets (``tags``), as the rule of ``gate`` reads
-    them: a value equal to its budget fits; an unknown CO2eq does not fit a CO2eq budget;
-    a tag that is not a plain decimal refuses. The job fits when every row does."""
+    """Whether each row fits ``model``'s budgets (``tags``), judged by the rule of ``gate``
+    (:func:`mlflow_green.registry.rule.judge`): a value equal to its budget fits; an unknown
+    CO2eq does not fit a CO2eq budget; a tag that is not a plain decimal refuses. The job
+    fits when every row does."""
     from mlflow_green.measure.planning import format_figure as fmt
-    from mlflow_green.registry.rule import BUDGET_CO2EQ_TAG, BUDGET_KWH_TAG, parse_budget_tag
+    from mlflow_green.registry.rule import (
+        BUDGET_CO2EQ_TAG,
+        BUDGET_KWH_TAG,
+        CO2EQ_METRIC,
+        ENERGY_METRIC,
+        judge,
+    )
 
-    budgets: dict[str, float] = {}
-    invalid = []
-    for tag, unit in ((BUDGET_KWH_TAG, "kWh"), (BUDGET_CO2EQ_TAG, "kg CO2eq")):
-        if tag in tags:
-            try:
-                budgets[tag] = parse_budget_tag(tags[tag])
-            except ValueError as exc:
-                invalid.append(
-                    f"the budget tag {tag}={tags[tag]!r} of model '{model}' is invalid ({exc}); "
-                    f"it must be a plain non-negative decimal number of {unit}, such as 0.5"
-                )
+    judged = [judge(tags, {ENERGY_METRIC: r.energy_kwh, CO2EQ_METRIC: r.co2eq_kg}) for r in rows]
+    budgets = {j.tag: j.budget for j in judged[0]} if judged else {}
     out: dict[str, Any] = {
         "model": model,
         "budget_kwh": budgets.get(BUDGET_KWH_TAG),
@@ -252,28 +250,27 @@ def _verdict(model: str, tags: dict[str, str], rows: list[Any]) -> dict[str, Any
         ]
         return out
     lines = []
-    for row in rows:
-        failures = list(invalid)
-        within = []
-        checks = (
-            (BUDGET_KWH_TAG, row.energy_kwh, "energy", "kWh"),
-            (BUDGET_CO2EQ_TAG, row.co2eq_kg, "CO2eq", "kg CO2eq"),
-        )
-        for tag, value, what, unit in checks:
-            if tag not in budgets:
-                continue
-            budget = budgets[tag]
-            if value is None:
-                failures.append(f"{what} unknown, so it cannot pass the budget ({tag})")
-            elif value > budget:
+    for row, judgements in zip(rows, judged, strict=True):
+        invalid = [
+            f"the budget tag {j.tag}={tags[j.tag]!r} of model '{model}' is invalid "
+            f"({j.invalid}); it must be a plain non-negative decimal number of {j.unit}, "
+            "such as 0.5"
+            for j in judgements
+            if j.invalid is not None
+        ]
+        failures, within = list(invalid), []
+        for j in (j for j in judgements if j.invalid is None):
+            what = "energy" if j.metric == ENERGY_METRIC else "CO2eq"
+            budget = f"{fmt(j.budget or 0.0)} {j.unit} ({j.tag})"
+            if j.value is None:
+                failures.append(f"{what} unknown, so it cannot pass the budget ({j.tag})")
+            elif not j.passed:
                 failures.append(
-                    f"planned {what} {fmt(value)} {unit} exceeds the budget of "
-                    f"{fmt(budget)} {unit} ({tag})"
+                    f"planned {what} {fmt(j.value)} {j.unit} exceeds the budget of {budget}"
                 )
             else:
                 within.append(
-                    f"planned {what} {fmt(value)} {unit} within the budget of "
-                    f"{fmt(budget)} {unit} ({tag})"
+                    f"planned {what} {fmt(j.value)} {j.unit} within the budget of {budget}"
                 )
         fits = not failures
         where = f" {row.country}" if len(rows) > 1 else ""

@@ -171,6 +171,43 @@ def _unknown_why(
     return None
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One budget a registered model sets, against one value: the rule's verdict, no words."""
+
+    tag: str
+    """``green.budget_kwh`` or ``green.budget_co2eq_kg``."""
+    metric: str
+    unit: str
+    what: str
+    budget: float | None
+    """The budget; ``None`` when the tag is not a plain decimal (:attr:`invalid` says why)."""
+    value: float | None
+    """The value judged; ``None`` when unknown (it cannot pass a budget: fail closed)."""
+    invalid: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """A valid budget, a known value, and the value at most the budget."""
+        return self.budget is not None and self.value is not None and self.value <= self.budget
+
+
+def judge(model_tags: dict[str, str], values: dict[str, float | None]) -> list[Judgement]:
+    """Each budget ``model_tags`` set (in :data:`KINDS` order) against ``values[metric]``
+    (``None`` or absent: unknown). The one place the rule compares; callers word it."""
+    out = []
+    for tag, metric, unit, what in KINDS:
+        raw = model_tags.get(tag)
+        if raw is None:
+            continue
+        try:
+            budget, invalid = parse_budget_tag(raw), None
+        except ValueError as exc:
+            budget, invalid = None, str(exc)
+        out.append(Judgement(tag, metric, unit, what, budget, values.get(metric), invalid))
+    return out
+
+
 def evaluate(
     model_name: str,
     version: str | int,
@@ -203,36 +240,30 @@ def evaluate(
     for metric in GATE_METRICS:
         why = _unknown_why(metric, run_id, metrics, unknown_why)
         measured[metric] = None if why else float(metrics[metric])  # type: ignore[index]
-    budgets: dict[str, float | None] = {}
+    budgets: dict[str, float | None] = {BUDGET_KWH_TAG: None, BUDGET_CO2EQ_TAG: None}
     failures: list[str] = []
     within: list[str] = []
-    for tag, metric, unit, what in KINDS:
-        raw = model_tags.get(tag)
-        budgets[tag] = None
-        if raw is None:
-            continue
-        try:
-            budget = parse_budget_tag(raw)
-        except ValueError as exc:
+    for j in judge(model_tags, measured):
+        budgets[j.tag] = j.budget
+        if j.invalid is not None:
             failures.append(
-                f"the budget tag {tag}={raw!r} is invalid ({exc}); it must be a plain "
-                f"non-negative decimal number of {unit}, such as 0.5"
+                f"the budget tag {j.tag}={model_tags[j.tag]!r} is invalid ({j.invalid}); it "
+                f"must be a plain non-negative decimal number of {j.unit}, such as 0.5"
             )
             continue
-        budgets[tag] = budget
-        value = measured[metric]
-        if value is None:
-            why = _unknown_why(metric, run_id, metrics, unknown_why)
+        budget = f"{fmt(j.budget or 0.0)} {j.unit}"  # a valid tag: never None here
+        if j.value is None:
+            why = _unknown_why(j.metric, run_id, metrics, unknown_why)
             failures.append(
-                f"{what} unknown ({why}), so it cannot pass the {what} budget of "
-                f"{fmt(budget)} {unit} ({tag})"
+                f"{j.what} unknown ({why}), so it cannot pass the {j.what} budget of "
+                f"{budget} ({j.tag})"
             )
-        elif value > budget:
+        elif not j.passed:
             failures.append(
-                f"{what} {fmt(value)} {unit} exceeds the budget of {fmt(budget)} {unit} ({tag})"
+                f"{j.what} {fmt(j.value)} {j.unit} exceeds the budget of {budget} ({j.tag})"
             )
         else:
-            within.append(f"{what} {fmt(value)} {unit} within the budget of {fmt(budget)} {unit}")
+            within.append(f"{j.what} {fmt(j.value)} {j.unit} within the budget of {budget}")
     head = f"model '{model_name}' version {version}"
     if failures:
         reason = f"{head}: " + "; ".join(failures)
