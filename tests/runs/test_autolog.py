@@ -513,7 +513,7 @@ sum(i * i for i in range(300_000))
 """
 
 _SIGTERM_SCRIPT = """
-import os, signal, sys
+import os, signal, sys, time
 mode, marker = sys.argv[1], sys.argv[2]
 if mode == "user":
     def handler(signum, frame):
@@ -526,8 +526,8 @@ mlflow_green.autolog(country="FRA")
 fluent_run = mlflow.start_run()
 client_run = mlflow.MlflowClient().create_run(os.environ["MLFLOW_EXPERIMENT_ID"])
 print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
-while True:
-    signal.pause()
+while True:  # not signal.pause(): it sleeps for good on a SIGTERM that lands before it
+    time.sleep(0.05)
 """
 
 

@@ -156,8 +156,8 @@ if mode == "end":
     client.set_terminated(ids[0])   # MLflow itself retries this for minutes
 elif mode == "sigterm":
     print("waiting", flush=True)
-    while True:
-        signal.pause()
+    while True:  # not signal.pause(): it sleeps for good on a SIGTERM that lands before it
+        time.sleep(0.05)
 # mode "exit": the client run is left open; the interpreter exits
 """
 
@@ -173,6 +173,7 @@ class _Script:
             MLFLOW_GREEN_SPOOL_DIR=str(folder / "spool"),
             PYTHONPATH=os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")]),
             PYTHONWARNINGS="ignore::DeprecationWarning,ignore::FutureWarning",
+            PYTHONFAULTHANDLER="1",  # SIGABRT prints every thread's stack (see finish)
             **env,
         )
         self.proc = subprocess.Popen(
@@ -213,17 +214,21 @@ class _Script:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"the script did not end within {timeout_s:.0f} s:\n{self._err()}")
+            self.proc.send_signal(signal.SIGABRT)  # where each thread is stuck, on stderr
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            pytest.fail(f"the script did not end within {timeout_s:.0f} s:\n{self._err(8000)}")
         self._reader.join(timeout=30)
         out = []
         while (line := self._lines.get()) is not None:
             out.append(line)
         return "".join(out), self._err()
 
-    def _err(self) -> str:
-        return self.proc.stderr.read()[-3000:] if self.proc.stderr else ""
+    def _err(self, tail: int = 3000) -> str:
+        return self.proc.stderr.read()[-tail:] if self.proc.stderr else ""
 
     def spooled(self) -> list[dict]:
         folder = self.folder / "spool"
