@@ -108,19 +108,25 @@ def _runs(s: Session) -> list[Any]:
     return s.client.search_runs([s.experiment_id])
 
 
-def _run_with(s: Session, **want: float) -> Any:
-    """The one serving run, once its latest metrics hold ``want`` (green/serving/<key>)."""
+def _run_with(s: Session, tags: dict[str, str] | None = None, **want: float) -> Any:
+    """The one serving run, once its latest metrics hold ``want`` (green/serving/<key>)
+    and its tags ``tags``. Both are polled: MLflow's SQL store commits a log_batch's
+    metrics and tags in two transactions, so a reader may see the new metrics beside
+    the tags of the flush before."""
 
     def check() -> Any:
         runs = _runs(s)
         assert len(runs) <= 1, f"one serving run per session, got {len(runs)}"
-        if runs and all(
-            runs[0].data.metrics.get(f"green/serving/{k}") == v for k, v in want.items()
+        if (
+            runs
+            and all(runs[0].data.metrics.get(f"green/serving/{k}") == v for k, v in want.items())
+            and all(runs[0].data.tags.get(k) == v for k, v in (tags or {}).items())
         ):
             return runs[0]
         return None
 
-    return poll(check, 60, f"a serving run with {want}; server log:\n{s.served.tail()}")
+    what = f"a serving run with {want} and tags {tags or {}}"
+    return poll(check, 60, f"{what}; server log:\n{s.served.tail()}")
 
 
 def _scrape(s: Session) -> dict[str, dict[tuple, float]]:
@@ -147,6 +153,7 @@ def _scrape_when(s: Session, requests: int) -> dict[str, dict[tuple, float]]:
 def test_serving_run_holds_the_requests_predictions_and_tokens(session: Session) -> None:
     run = _run_with(
         session,
+        tags={"green.serving_token_counter": "whitespace-words"},
         requests=N_REQUESTS,
         predictions=session.predictions,
         tokens=session.tokens,
