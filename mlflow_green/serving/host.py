@@ -241,6 +241,38 @@ def _metrics(
     if counts.predictions:
         # Everything the host drew while serving, idle time included, per 1,000 predictions.
         out["green/serving/wh_per_1k"] = kwh * 1000.0 / counts.predictions * 1000.0
+    out.update(_footprint(report, joules, kwh, duration_s, co2, counts))
+    return out
+
+
+def _footprint(
+    report: EnergyReport,
+    joules: dict[str, float],
+    kwh: float,
+    duration_s: float,
+    co2: float | None,
+    counts: Counts,
+) -> dict[str, float]:
+    """The session's cost, water and embodied emissions (each only when its settings were
+    given, as on a training run) and its SCI per 1,000 predictions and per output token."""
+    from mlflow_green.measure.sci import PER_1K_QUERIES, PER_TOKEN, sci
+    from mlflow_green.runs.names import FOOTPRINT_METRICS
+
+    device_kwh = sum(joules.values()) / J_PER_KWH  # the devices' own draw, no PUE
+    figures = report.footprint.figures(kwh, device_kwh, duration_s)
+    out = {
+        FOOTPRINT_METRICS[name]: figure.value
+        for name, figure in figures.items()
+        if figure.value is not None
+    }
+    embodied = figures["embodied_co2eq_kg"].value
+    for key, units, unit in (
+        ("green/serving/sci_g_per_1k", counts.predictions / 1000.0, PER_1K_QUERIES),
+        ("green/serving/sci_g_per_token", float(counts.tokens), PER_TOKEN),
+    ):
+        score = sci(co2, embodied, units, unit) if units > 0 else None
+        if score is not None and score.sci_g is not None:  # unknown M or I: no metric, never 0
+            out[key] = score.sci_g
     return out
 
 

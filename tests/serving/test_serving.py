@@ -32,6 +32,14 @@ N_REQUESTS = 200
 EXPERIMENT = "serving-test"
 #: Counter ticks every 0.1 s, read at both ends of a window: at most this much energy apart.
 QUANTUM_S = 0.25
+#: The server's footprint settings (MLFLOW_GREEN_<NAME>), as a training run takes them.
+FOOTPRINT = {
+    "price_per_kwh": 0.25,
+    "currency": "EUR",
+    "wue_l_per_kwh": 1.8,
+    "embodied_co2eq_kg": 2500.0,
+    "lifetime_years": 4.0,
+}
 
 
 @dataclass
@@ -79,6 +87,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
         MLFLOW_GREEN_PROMETHEUS_PORT=str(metrics_port),
         MLFLOW_GREEN_SERVING_DIR=str(root / "shared"),
         MLFLOW_GREEN_COUNTRY="FRA",
+        **{f"MLFLOW_GREEN_{k.upper()}": str(v) for k, v in FOOTPRINT.items()},
     )
     served.start(workers=2)
     try:
@@ -175,6 +184,21 @@ def test_serving_run_holds_the_requests_predictions_and_tokens(session: Session)
         "the version's green.serving_wh_per_1k",
     )
     assert float(tag) > 0
+
+
+def test_serving_run_holds_cost_water_embodied_and_sci(session: Session) -> None:
+    run = _run_with(session, requests=N_REQUESTS, predictions=session.predictions)
+    m = run.data.metrics
+    kwh, co2, duration_s = m["green/energy_kwh"], m["green/co2eq_kg"], m["green/duration_s"]
+    assert run.data.tags["green.currency"] == "EUR"
+    assert m["green/cost"] == pytest.approx(kwh * 0.25, rel=1e-9)
+    assert m["green/water_l"] == pytest.approx(kwh * 1.8, rel=1e-9)  # PUE 1: devices = all
+    embodied = 2500.0 * duration_s / (4.0 * 365.25 * 86400)
+    assert m["green/embodied_co2eq_kg"] == pytest.approx(embodied, rel=1e-6)
+    per_1k = (co2 + embodied) * 1000 / (session.predictions / 1000)
+    assert m["green/serving/sci_g_per_1k"] == pytest.approx(per_1k, rel=1e-6)
+    per_token = (co2 + embodied) * 1000 / session.tokens
+    assert m["green/serving/sci_g_per_token"] == pytest.approx(per_token, rel=1e-6)
 
 
 def _gpu_windows(s: Session) -> list[tuple[float, float]]:
