@@ -138,7 +138,10 @@ def test_fraction_done_overrides_the_epoch_count(sqlite_uri, rapl) -> None:
 def test_no_run_measures_and_stops_but_logs_nothing(sqlite_uri, rapl) -> None:
     tree, zones = rapl
     energy = TrainingEnergy(max_kwh=EPOCH_KWH / 2)
-    with pytest.warns(RuntimeWarning, match="no MLflow run"):
+    with (
+        pytest.warns(RuntimeWarning, match="no MLflow run"),
+        pytest.warns(UserWarning, match="stopping the training at epoch 0"),
+    ):
         assert train(tree, zones, energy, 3) == 1
     assert energy.stop_reason.startswith("epoch 0: energy so far")
     assert MlflowClient().search_experiments()[0].name == "Default"

@@ -388,6 +388,7 @@ def test_discover_takes_the_amd_gpu_when_nvml_has_none(fake_amdsmi, fake_powerca
 
 
 def test_discover_prefers_nvml(fake_amdsmi, fake_nvml, fake_powercap) -> None:
+    fake_powercap.add_package(0, energy_uj=1_000_000)  # RAPL present: no CPU fallback warning
     fake_amdsmi.configure([gpu(0)])
     fake_nvml.configure([{"uuid": "GPU-nvidia-0", "profile": [[0.0, 100.0]]}])
     assert [m.method for m in discover() if m.domain == "gpu"] == ["nvml-energy-counter"]
