@@ -18,7 +18,7 @@ from typing import Any
 
 from mlflow_green import distributed
 from mlflow_green._tracking import LEAVING_PROBE_TIMEOUT_S, probe
-from mlflow_green.runs import hooks, rendering, spool
+from mlflow_green.runs import _sigterm_watch, hooks, rendering, spool
 from mlflow_green.runs.flushing import flush_all, live_values
 from mlflow_green.runs.lifecycle import log_final, on_end
 from mlflow_green.runs.tracked import WARNING_PREFIX, State, current
@@ -41,6 +41,8 @@ def install_sigterm() -> None:
             return
         signal.signal(signal.SIGTERM, _on_sigterm)
         _PREVIOUS_SIGTERM = previous
+        if not callable(previous):  # standing in for the default action: see _sigterm_watch
+            _sigterm_watch.start(_stands_in_for_default)
     except (ValueError, OSError) as exc:
         _log.debug("%s SIGTERM handler not installed: %s", WARNING_PREFIX, exc)
 
@@ -56,6 +58,18 @@ def uninstall_sigterm() -> None:
         previous = _PREVIOUS_SIGTERM
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     _PREVIOUS_SIGTERM = _NO_HANDLER
+    _sigterm_watch.stop()
+
+
+def _stands_in_for_default() -> bool:
+    """Whether SIGTERM's handler is ours, over the default action (no handler of Python's)."""
+    previous = _PREVIOUS_SIGTERM
+    return (
+        signal.getsignal(signal.SIGTERM) is _on_sigterm
+        and previous is not _NO_HANDLER
+        and not callable(previous)
+        and previous is not signal.SIG_IGN
+    )
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -69,6 +83,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     (``os._exit``, re-raising the signal), the runs' energy so far waits in the spool.
     """
     previous = _PREVIOUS_SIGTERM
+    state = current()
+    if state is not None and state.pid != os.getpid():
+        # A child forked a moment ago, before its at-fork handlers ran: the runs and locks
+        # here are still its parent's, so the signal acts as if we were not installed.
+        _as_without_us(previous, signum, frame)
+        return
     if callable(previous):
         provisional = _spool_provisional()
         try:
@@ -89,14 +109,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return
     # Default action (SIG_DFL, or a handler not set from Python): die of the signal, as the
     # process would have without us. A second SIGTERM meanwhile kills at once.
+    _sigterm_watch.begin()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if current() is not None:
         _end_all_killed()
     _finish_charts(LEAVING_PROBE_TIMEOUT_S)
     os.kill(os.getpid(), signal.SIGTERM)
+    _sigterm_watch.leave()
 
 
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]
+
+
+def _as_without_us(previous: Any, signum: int, frame: Any) -> None:
+    if callable(previous):
+        previous(signum, frame)
+    elif previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _spool_provisional() -> list[str]:
@@ -150,7 +180,9 @@ def _end_all_killed() -> None:
         import mlflow
 
         uri = mlflow.get_tracking_uri()
-        if probe(uri, down, LEAVING_PROBE_TIMEOUT_S) is None:
+        # A forked child (a DataLoader or Pool worker) leaves the fluent runs alone: they
+        # are its parent's, which goes on with them.
+        if not state.forked and probe(uri, down, LEAVING_PROBE_TIMEOUT_S) is None:
             for _ in range(1000):  # fluent runs of this thread: pops MLflow's run stack too
                 if mlflow.active_run() is None:
                     break

@@ -90,6 +90,10 @@ class State:
         self.ending: dict[str, tuple[Tracked, Any, EnergyReport, int | None]] = {}
         # Runs spooled just before a program's SIGTERM handler ran (runs.signals).
         self.provisional: dict[str, Any] = {}
+        # A forked child: MLflow's stack of fluent runs is the parent's, not its own. ``pid``
+        # differs from the process's own until the child's at-fork handler has run.
+        self.forked = False
+        self.pid = os.getpid()
 
     def warn(self, message: str) -> None:
         """One warning (a debug log line when ``silent``), never an exception."""
@@ -161,6 +165,7 @@ def _forget_runs_after_fork() -> None:
         state.lock = threading.RLock()
         state.wake = threading.Event()
         state.flusher = None
+        state.forked, state.pid = True, os.getpid()
 
 
 if hasattr(os, "register_at_fork"):

@@ -525,6 +525,45 @@ import mlflow, mlflow_green
 mlflow_green.autolog(country="FRA")
 fluent_run = mlflow.start_run()
 client_run = mlflow.MlflowClient().create_run(os.environ["MLFLOW_EXPERIMENT_ID"])
+if mode == "fork":
+    # A forked worker stopped with SIGTERM (Pool.terminate(), a DataLoader shutting down):
+    # the parent and its runs go on.
+    child = os.fork()
+    if child == 0:
+        while True:
+            time.sleep(0.05)
+    os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+    time.sleep(3)  # not a wait for anything: the time in which the parent must not be stopped
+    client = mlflow.MlflowClient()
+    print(client.get_run(fluent_run.info.run_id).info.status, flush=True)
+    mlflow.end_run()
+    client.set_terminated(client_run.info.run_id)
+    print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
+    sys.exit(0)
+if mode == "held":
+    # A SIGTERM that reaches another thread while the main thread sleeps in pause(): Python
+    # runs the handler at the main thread's next check, which never comes by itself.
+    import platform, threading
+    PAUSE = {"x86_64": "34", "aarch64": "73"}.get(platform.machine())  # pause; ppoll
+    main = threading.main_thread().native_id
+    def in_pause():
+        with open(f"/proc/self/task/{main}/syscall") as f:
+            return f.read().split()[0] == PAUSE
+    try:
+        assert PAUSE and not in_pause()
+    except (AssertionError, OSError):
+        print("unsupported", flush=True)
+        sys.exit(0)
+    def deliver_here():
+        while not in_pause():
+            threading.Event().wait(0.01)  # polls the main thread's state, shown by the kernel
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
+    threading.Thread(target=deliver_here, daemon=True).start()
+    while True:
+        signal.pause()
 print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
 while True:  # not signal.pause(): it sleeps for good on a SIGTERM that lands before it
     time.sleep(0.05)
@@ -579,6 +618,8 @@ def jobs(tmp_path_factory):
         ("exit", _EXIT_SCRIPT, ()),
         ("sigterm-user", _SIGTERM_SCRIPT, ("user",)),
         ("sigterm-default", _SIGTERM_SCRIPT, ("default",)),
+        ("sigterm-held", _SIGTERM_SCRIPT, ("held",)),
+        ("sigterm-fork", _SIGTERM_SCRIPT, ("fork",)),
     ]:
         folder = tmp_path_factory.mktemp(name)
         extra = (str(folder / "handler-called"),) if args else ()
@@ -614,6 +655,32 @@ def test_sigterm_ends_runs_killed_with_energy_and_chains_the_handler(jobs, handl
     assert "mlflow-green" not in err
     for run_id in (fluent_id, client_id):
         assert_green_run(job.client, run_id, status="KILLED")
+
+
+def test_sigterm_held_back_from_a_main_thread_in_pause_still_ends_the_process(jobs):
+    # Without a handler of ours the kernel kills such a process at once; with it, Python
+    # holds the signal for a main thread that never comes back from pause().
+    job = jobs["sigterm-held"]
+    line = job.read_line()
+    if line.strip() == "unsupported":
+        pytest.skip("the main thread's syscall cannot be read here (/proc, x86_64 or aarch64)")
+    fluent_id, client_id = line.split()
+    _, err = job.finish(timeout_s=60)
+    assert job.proc.returncode == -signal.SIGTERM, err[-3000:]
+    assert "mlflow-green" not in err
+    for run_id in (fluent_id, client_id):
+        assert_green_run(job.client, run_id, status="KILLED")
+
+
+def test_a_forked_worker_stopped_by_sigterm_leaves_the_parent_and_its_runs_be(jobs):
+    job = jobs["sigterm-fork"]
+    out, err = job.finish(timeout_s=60)
+    assert job.proc.returncode == 0, err[-3000:]
+    status_after_the_child, ids = out.splitlines()
+    assert status_after_the_child == "RUNNING"  # the child did not end its parent's run
+    assert "mlflow-green" not in err
+    for run_id in ids.split():
+        assert_green_run(job.client, run_id)
 
 
 # -- the tracking server is down at the end ---------------------------------------------------

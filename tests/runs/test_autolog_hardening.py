@@ -134,7 +134,7 @@ mlflow.end_run()
 """
 
 _DOWN_SCRIPT = """
-import os, signal, sys, time
+import os, sys, time
 import mlflow, mlflow_green
 mode = sys.argv[1]
 mlflow_green.autolog(country="FRA", flush_interval_s=1)   # MLflow's default retries
@@ -195,9 +195,8 @@ class _Script:
         except queue.Empty:
             line = None
         if not line:
-            self.proc.kill()
-            err = self.proc.stderr.read()
-            pytest.fail(f"the script printed nothing (rc {self.proc.wait()}):\n{err[-3000:]}")
+            self._dump_and_kill()
+            pytest.fail(f"the script printed nothing (rc {self.proc.wait()}):\n{self._err(8000)}")
         return line.strip()
 
     def _read(self) -> None:
@@ -214,18 +213,22 @@ class _Script:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGABRT)  # where each thread is stuck, on stderr
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self._dump_and_kill()
             pytest.fail(f"the script did not end within {timeout_s:.0f} s:\n{self._err(8000)}")
         self._reader.join(timeout=30)
         out = []
         while (line := self._lines.get()) is not None:
             out.append(line)
         return "".join(out), self._err()
+
+    def _dump_and_kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)  # where each thread is stuck, on stderr
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
 
     def _err(self, tail: int = 3000) -> str:
         return self.proc.stderr.read()[-tail:] if self.proc.stderr else ""

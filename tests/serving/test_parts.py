@@ -260,3 +260,70 @@ def test_the_meter_waits_for_live_workers_until_their_counts_are_final(tmp_path:
         for proc in (finishing, killed):
             proc.kill()
             proc.wait(30)
+
+
+# -- the serving run's footprint and SCI: absent when unknown, never 0 -------------------------
+
+
+def _serving_metrics(
+    footprint: dict, intensity: float | None = 100.0, predictions: int = 2000, tokens: int = 0
+) -> dict[str, float]:
+    from mlflow_green.measure.footprint import Footprint
+    from mlflow_green.measure.report import EnergyReport
+    from mlflow_green.serving.counting import Counts
+    from mlflow_green.serving.host import _metrics
+
+    report = EnergyReport(
+        name="serving",
+        start_time_s=1_700_000_000.0,
+        duration_s=60.0,
+        energy_j_by_domain={"gpu": 0.0},
+        energy_j_by_device={"gpu": {}},
+        methods={"gpu": "nvml-energy-counter"},
+        hardware={},
+        scope="machine",
+        pue=1.5,
+        carbon_intensity_g_per_kwh=intensity,
+        intensity_source="user-supplied",
+        country=None,
+        region=None,
+        footprint=Footprint.parse(footprint),
+    )
+    counts = Counts(requests=predictions, predictions=predictions, tokens=tokens)
+    # 3.6 MJ over the session so far (a takeover carries earlier meters' joules and time).
+    return _metrics(report, {"gpu": 3.6e6}, 3600.0, counts)
+
+
+def test_serving_footprint_figures_follow_the_formulas_with_the_pue() -> None:
+    m = _serving_metrics(
+        {
+            "price_per_kwh": 0.2,
+            "wue_l_per_kwh": 2.0,
+            "embodied_co2eq_kg": 876.6,
+            "lifetime_years": 1,
+        },
+        tokens=500,
+    )
+    assert m["green/energy_kwh"] == pytest.approx(1.5)
+    assert m["green/cost"] == pytest.approx(1.5 * 0.2)
+    assert m["green/water_l"] == pytest.approx(1.0 * 2.0)  # on-site WUE: the devices' kWh
+    embodied = 876.6 * 3600 / (365.25 * 86400)
+    assert m["green/embodied_co2eq_kg"] == pytest.approx(embodied)
+    emitted_g = (1.5 * 100 / 1000 + embodied) * 1000
+    assert m["green/serving/sci_g_per_1k"] == pytest.approx(emitted_g / 2)
+    assert m["green/serving/sci_g_per_token"] == pytest.approx(emitted_g / 500)
+
+
+@pytest.mark.parametrize(
+    "footprint, intensity, tokens, absent",
+    [
+        ({}, 100.0, 5, ["green/cost", "green/water_l", "green/embodied_co2eq_kg", "sci"]),
+        ({"embodied_co2eq_kg": 100.0, "lifetime_years": 4}, None, 5, ["sci"]),
+        ({"embodied_co2eq_kg": 100.0, "lifetime_years": 4}, 100.0, 0, ["sci_g_per_token"]),
+    ],
+)
+def test_serving_figures_that_are_unknown_are_absent(footprint, intensity, tokens, absent) -> None:
+    m = _serving_metrics(footprint, intensity, tokens=tokens)
+    for part in absent:
+        assert not [k for k in m if part in k], (part, m)
+    assert all(v > 0 for k, v in m.items() if "sci" in k or k == "green/embodied_co2eq_kg")
