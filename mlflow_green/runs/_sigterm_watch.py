@@ -9,8 +9,15 @@ would have killed the process, but with the handler of
 would live on. So while that handler stands in, the signal module also writes each
 signal's number to a pipe (``signal.set_wakeup_fd``), and a thread watching it sends
 SIGTERM again to the main thread (``pthread_kill``, which ends such a wait) when the
-handler has not begun within :data:`GRACE_S`. Not started where a wakeup fd is set
-already (asyncio's) or where there is no ``pthread_kill`` (Windows).
+handler has not begun within :data:`GRACE_S`, provided ours was the handler both
+when the signal was read and after the wait (a program's own handler, set for a
+while, may have taken it). Not started where a wakeup fd is set already (asyncio's,
+trio's) or where there is no ``pthread_kill`` (Windows).
+
+Around a fork, SIGTERM is blocked in the forking thread (a child's only thread): a
+child caught by it before its at-fork handlers run would lose it (Python forgets
+such signals), and it waits in the kernel instead. In the child, the inherited
+write end then leads to ``/dev/null``: a child's signals never reach this watcher.
 """
 
 from __future__ import annotations
@@ -27,41 +34,54 @@ GRACE_S = 1.0
 _lock = threading.Lock()
 _begun = threading.Event()
 _pipe: tuple[int, int] | None = None  # (read end, write end = the wakeup fd)
+_saved = threading.local()  # .mask: the thread's signal mask before we blocked SIGTERM
 
 
 def start(stands_in: Callable[[], bool]) -> None:
-    """Watch for SIGTERM (main thread only). ``stands_in()`` says whether the handler still
-    stands in for the default action; nothing is sent again once it does not."""
+    """Watch for SIGTERM (main thread only). ``stands_in()`` says whether the handler stands
+    in for the default action now; nothing is sent unless it does."""
     global _pipe
     if _pipe is not None or not hasattr(signal, "pthread_kill"):
         return
     read, write = os.pipe()
-    os.set_blocking(write, False)  # the C-level handler must never block on it
     try:
+        os.set_blocking(write, False)  # the C-level handler must never block on it
         previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     except (ValueError, OSError):  # not the main thread
         previous = None
-    if previous != -1:
-        if previous is not None:  # another's (asyncio's): give it back, and do without
-            signal.set_wakeup_fd(previous)
+    ours = previous == -1
+    if previous not in (None, -1):  # another's (asyncio's, trio's): give it back, do without
+        try:
+            signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            ours = True  # still ours: closed below as a wakeup fd
+            previous = -1
+    try:
+        if previous != -1:
+            raise OSError("no wakeup fd of our own")
+        thread = threading.Thread(
+            target=_watch,
+            args=(read, stands_in, threading.main_thread().ident),
+            name="mlflow-green-sigterm",
+            daemon=True,
+        )
+        _pipe = (read, write)
+        thread.start()
+    except (OSError, RuntimeError):  # no wakeup fd, or no more threads
+        _pipe = None
+        if ours:
+            _close_write_end(write)
+        else:  # never a wakeup fd, or not any more, and no one else knows its number
+            os.close(write)
         os.close(read)
-        os.close(write)
-        return
-    _pipe = (read, write)
-    main = threading.main_thread().ident
-    threading.Thread(
-        target=_watch, args=(read, stands_in, main), name="mlflow-green-sigterm", daemon=True
-    ).start()
 
 
 def stop() -> None:
-    """Stop watching (main thread only); the wakeup fd goes back to none if still ours."""
+    """Stop watching (main thread only): the watcher reads the end of the pipe and leaves."""
     global _pipe
-    if _pipe is None or not _release(_pipe[1]):
-        return
-    write = _pipe[1]
-    _pipe = None
-    os.close(write)  # the watcher reads the end of the pipe, closes its end and returns
+    if _pipe is not None:
+        write, _pipe = _pipe[1], None
+        _close_write_end(write)
 
 
 def begin() -> None:
@@ -73,20 +93,20 @@ def begin() -> None:
         return
     with _lock:
         _begun.set()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    _block_here()
 
 
 def leave() -> None:
-    """Unblock SIGTERM in this thread (after :func:`begin`): a pending one now takes the
-    process with the default action."""
-    if _begun.is_set():
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    """After :func:`begin`: this thread's signal mask as it was (a pending SIGTERM then takes
+    the process), and the watcher on duty again should the process go on."""
+    _restore_here()
+    _begun.clear()
 
 
 def _watch(read: int, stands_in: Callable[[], bool], main: int | None) -> None:
     try:
         while data := os.read(read, 512):
-            if signal.SIGTERM not in data or _begun.wait(GRACE_S):
+            if signal.SIGTERM not in data or not stands_in() or _begun.wait(GRACE_S):
                 continue
             with _lock:
                 if not _begun.is_set() and stands_in() and main is not None:
@@ -98,95 +118,65 @@ def _watch(read: int, stands_in: Callable[[], bool], main: int | None) -> None:
             os.close(read)
 
 
-def _release(write: int) -> bool:
-    """Take ``write`` off as the wakeup fd; True when it no longer is one, so it may be
-    closed (closing it while the signal module writes to it would send signal numbers
-    into whatever file reuses its number)."""
-    try:
-        current = signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        return False
-    if current != write:  # another's since: leave theirs in place
-        signal.set_wakeup_fd(current)
-    return True
-
-
-_hidden_for_fork = False
-_blocked_for_fork = False
-
-
-def _before_fork() -> None:
-    # A SIGTERM that reaches the child before its at-fork handlers run would be lost: Python
-    # forgets the signals a child caught before then, and the default action that would
-    # have killed it is ours to stand in for. Blocked in the forking thread (the child's
-    # only one) until the child's handler below, it waits in the kernel instead.
-    global _hidden_for_fork, _blocked_for_fork
-    if _pipe is None:
-        return
+def _block_here() -> None:
     with contextlib.suppress(ValueError, OSError):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        _blocked_for_fork = True
-    # The child is also born without the wakeup fd where it can be (a fork from the main
-    # thread): its signals must never reach this process's watcher.
-    if threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        current = signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        return
-    if current == _pipe[1]:
-        _hidden_for_fork = True
-    else:  # another's since: leave theirs in place
-        signal.set_wakeup_fd(current)
+        _saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
-def _after_fork_in_parent() -> None:
-    global _hidden_for_fork
-    if _hidden_for_fork and _pipe is not None:
-        with contextlib.suppress(ValueError, OSError):
-            signal.set_wakeup_fd(_pipe[1], warn_on_full_buffer=False)
-    _hidden_for_fork = False
-    _unblock_after_fork()
-
-
-def _unblock_after_fork() -> None:
-    global _blocked_for_fork
-    if _blocked_for_fork:
-        _blocked_for_fork = False
+def _restore_here() -> None:
+    mask = getattr(_saved, "mask", None)
+    _saved.mask = None
+    if mask is not None and signal.SIGTERM not in mask:  # the program's own block stays
         with contextlib.suppress(ValueError, OSError):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def _after_fork_in_child() -> None:
-    # The watcher does not exist in a child, and the child's signals must never reach the
-    # parent's watcher (it would stop the parent): the child's copy of the write end now
-    # leads nowhere, whether or not the child can take it off as its wakeup fd.
-    global _pipe, _hidden_for_fork
-    if _pipe is None:
-        return
+def _close_write_end(write: int) -> None:
+    """Take ``write`` off as the wakeup fd, and close it; where it cannot be taken off or is
+    another's wakeup fd now (one that may give ours back later), it is kept open, leading to
+    ``/dev/null``: a closed number could be reused by a file that signal numbers then reach."""
     try:
-        _forget_in_child(*_pipe)
-    finally:
-        _pipe, _hidden_for_fork = None, False
-        _unblock_after_fork()  # a SIGTERM sent meanwhile is handled now
-
-
-def _forget_in_child(read: int, write: int) -> None:
-    _begun.clear()
-    with contextlib.suppress(OSError):
-        os.close(read)
-    with contextlib.suppress(OSError):
-        nowhere = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(nowhere, write, inheritable=False)
-        os.close(nowhere)
-    if _release(write):
+        current = signal.set_wakeup_fd(-1)
+        if current != write:  # another's since: leave theirs in place
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+        closable = current == write
+    except (ValueError, OSError):
+        closable = False
+    if closable:
         with contextlib.suppress(OSError):
             os.close(write)
+        return
+    with contextlib.suppress(OSError):
+        nowhere = os.open(os.devnull, os.O_WRONLY | os.O_NONBLOCK)
+        os.dup2(nowhere, write, inheritable=False)
+        os.close(nowhere)
+
+
+def _before_fork() -> None:
+    if _pipe is not None:
+        _block_here()
+
+
+def _after_fork_in_child() -> None:
+    # The watcher does not exist in a child; the locks may have been held at the fork.
+    global _pipe, _lock, _begun
+    _lock, _begun = threading.Lock(), threading.Event()
+    if _pipe is not None:
+        read, write = _pipe
+        _pipe = None
+        with contextlib.suppress(OSError):
+            os.close(read)
+        with contextlib.suppress(OSError):  # first of all, this child's signals go nowhere
+            nowhere = os.open(os.devnull, os.O_WRONLY | os.O_NONBLOCK)
+            os.dup2(nowhere, write, inheritable=False)
+            os.close(nowhere)
+        _close_write_end(write)
+    _restore_here()  # a SIGTERM sent meanwhile is handled now
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
+        after_in_parent=_restore_here,
         after_in_child=_after_fork_in_child,
     )

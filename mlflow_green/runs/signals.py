@@ -110,12 +110,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     # Default action (SIG_DFL, or a handler not set from Python): die of the signal, as the
     # process would have without us. A second SIGTERM meanwhile kills at once.
     _sigterm_watch.begin()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if current() is not None:
-        _end_all_killed()
-    _finish_charts(LEAVING_PROBE_TIMEOUT_S)
-    os.kill(os.getpid(), signal.SIGTERM)
-    _sigterm_watch.leave()
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if current() is not None:
+            _end_all_killed()
+        _finish_charts(LEAVING_PROBE_TIMEOUT_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:  # still here (an exception on the way): the thread's signal mask as it was
+        _sigterm_watch.leave()
 
 
 _on_sigterm.__mlflow_green_wrapped__ = True  # type: ignore[attr-defined]

@@ -541,6 +541,29 @@ if mode == "fork":
     mlflow.end_run()
     client.set_terminated(client_run.info.run_id)
     print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
+    # The program's own signal mask survives a fork, in the parent and in the child.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    child = os.fork()
+    if child == 0:
+        os._exit(0 if signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []) else 1)
+    _, status = os.waitpid(child, 0)
+    blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print(blocked, os.WEXITSTATUS(status) == 0, flush=True)
+    sys.exit(0)
+if mode == "deferred":
+    # The program's own handler, set for a while, takes the SIGTERM (to checkpoint first,
+    # as Lightning's does) and puts ours back: the process goes on.
+    taken = []
+    ours = signal.signal(signal.SIGTERM, lambda signum, frame: taken.append(signum))
+    print(fluent_run.info.run_id, client_run.info.run_id, flush=True)
+    while not taken:
+        time.sleep(0.01)
+    time.sleep(0.5)  # its own work, then ours again: within the watcher's second of grace
+    signal.signal(signal.SIGTERM, ours)
+    time.sleep(3)  # not a wait for anything: the time in which the process must not be stopped
+    mlflow.end_run()
+    mlflow.MlflowClient().set_terminated(client_run.info.run_id)
+    print("went on", flush=True)
     sys.exit(0)
 if mode == "held":
     # A SIGTERM that reaches another thread while the main thread sleeps in pause(): Python
@@ -620,6 +643,7 @@ def jobs(tmp_path_factory):
         ("sigterm-default", _SIGTERM_SCRIPT, ("default",)),
         ("sigterm-held", _SIGTERM_SCRIPT, ("held",)),
         ("sigterm-fork", _SIGTERM_SCRIPT, ("fork",)),
+        ("sigterm-deferred", _SIGTERM_SCRIPT, ("deferred",)),
     ]:
         folder = tmp_path_factory.mktemp(name)
         extra = (str(folder / "handler-called"),) if args else ()
@@ -676,10 +700,22 @@ def test_a_forked_worker_stopped_by_sigterm_leaves_the_parent_and_its_runs_be(jo
     job = jobs["sigterm-fork"]
     out, err = job.finish(timeout_s=60)
     assert job.proc.returncode == 0, err[-3000:]
-    status_after_the_child, ids = out.splitlines()
+    status_after_the_child, ids, mask = out.splitlines()
     assert status_after_the_child == "RUNNING"  # the child did not end its parent's run
     assert "mlflow-green" not in err
     for run_id in ids.split():
+        assert_green_run(job.client, run_id)
+    assert mask == "True True"  # SIGTERM blocked by the program stays so across a fork
+
+
+def test_a_sigterm_the_programs_own_handler_took_is_not_sent_again(jobs):
+    job = jobs["sigterm-deferred"]
+    fluent_id, client_id = job.read_line().split()
+    job.proc.send_signal(signal.SIGTERM)
+    out, err = job.finish(timeout_s=60)
+    assert job.proc.returncode == 0, err[-3000:]
+    assert out.strip() == "went on"
+    for run_id in (fluent_id, client_id):
         assert_green_run(job.client, run_id)
 
 
