@@ -25,16 +25,25 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 #: How long the handler may take to begin before SIGTERM is sent to the main thread again.
 GRACE_S = 1.0
+#: At most this much CPU time of the main thread over :data:`GRACE_S` counts as asleep.
+IDLE_CPU_S = 0.005
 
-_lock = threading.Lock()
-_begun = threading.Event()
+# Re-entrant, and a plain flag rather than an Event (whose lock is not): a second SIGTERM
+# may run the handler again inside begin() itself.
+_lock = threading.RLock()
+_begun = False
 _pipe: tuple[int, int] | None = None  # (read end, write end = the wakeup fd)
-_saved = threading.local()  # .mask: the thread's signal mask before we blocked SIGTERM
+_parked: int | None = None  # a former write end, led to /dev/null: reused by the next pipe
+_fork = threading.local()  # .mask: the forking thread's signal mask before the fork
+_handler_mask: Any = None  # the main thread's signal mask before begin()
 
 
 def start(stands_in: Callable[[], bool]) -> None:
@@ -43,9 +52,8 @@ def start(stands_in: Callable[[], bool]) -> None:
     global _pipe
     if _pipe is not None or not hasattr(signal, "pthread_kill"):
         return
-    read, write = os.pipe()
+    read, write = _new_pipe()
     try:
-        os.set_blocking(write, False)  # the C-level handler must never block on it
         previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     except (ValueError, OSError):  # not the main thread
         previous = None
@@ -53,9 +61,8 @@ def start(stands_in: Callable[[], bool]) -> None:
     if previous not in (None, -1):  # another's (asyncio's, trio's): give it back, do without
         try:
             signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
-        except (ValueError, OSError):
-            ours = True  # still ours: closed below as a wakeup fd
-            previous = -1
+        except (ValueError, OSError):  # theirs is refused now (closed): ours stays, and watches
+            ours, previous = True, -1
     try:
         if previous != -1:
             raise OSError("no wakeup fd of our own")
@@ -72,8 +79,29 @@ def start(stands_in: Callable[[], bool]) -> None:
         if ours:
             _close_write_end(write)
         else:  # never a wakeup fd, or not any more, and no one else knows its number
-            os.close(write)
+            _drop(write)
         os.close(read)
+
+
+def _new_pipe() -> tuple[int, int]:
+    """A pipe whose write end does not block; on the number of a parked former write end
+    when there is one (a library that kept that number and gives it back gets a live one)."""
+    global _parked
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # the C-level handler must never block on it
+    if _parked is not None:
+        try:
+            os.dup2(write, _parked, inheritable=False)
+            os.close(write)
+            write = _parked
+        finally:
+            _parked = None
+    return read, write
+
+
+def _drop(write: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(write)
 
 
 def stop() -> None:
@@ -89,27 +117,40 @@ def begin() -> None:
     is blocked in this thread until :func:`leave`, so that a signal the watcher sent just
     before cannot land once the action is the default one; a SIGTERM from outside still
     kills at once, through any other thread."""
+    global _begun, _handler_mask
     if _pipe is None:
         return
     with _lock:
-        _begun.set()
-    _block_here()
+        _begun = True
+    with contextlib.suppress(ValueError, OSError):
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        if _handler_mask is None:  # a second SIGTERM in here: the first one's mask stands
+            _handler_mask = mask
 
 
 def leave() -> None:
     """After :func:`begin`: this thread's signal mask as it was (a pending SIGTERM then takes
     the process), and the watcher on duty again should the process go on."""
-    _restore_here()
-    _begun.clear()
+    global _begun, _handler_mask
+    mask, _handler_mask = _handler_mask, None
+    _unblock_unless_in(mask)
+    _begun = False
 
 
 def _watch(read: int, stands_in: Callable[[], bool], main: int | None) -> None:
     try:
         while data := os.read(read, 512):
-            if signal.SIGTERM not in data or not stands_in() or _begun.wait(GRACE_S):
+            if signal.SIGTERM not in data or not stands_in() or main is None:
                 continue
+            before = _main_at(main)
+            deadline = time.monotonic() + GRACE_S
+            while not _begun and time.monotonic() < deadline:
+                time.sleep(0.05)  # polls the handler's flag, which a signal may set any time
             with _lock:
-                if not _begun.is_set() and stands_in() and main is not None:
+                # Ours was the handler when the signal was read and still is; it has not
+                # begun; and the main thread ran nothing meanwhile (had it run, it would
+                # have handled the signal: another handler took it, for a while).
+                if not _begun and stands_in() and _idle(before, _main_at(main)):
                     signal.pthread_kill(main, signal.SIGTERM)
     except OSError:
         pass
@@ -118,14 +159,25 @@ def _watch(read: int, stands_in: Callable[[], bool], main: int | None) -> None:
             os.close(read)
 
 
-def _block_here() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        _saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+def _main_at(main: int) -> tuple[float | None, Any, int]:
+    """Where the main thread is: its CPU time in seconds (where the platform tells it),
+    its innermost frame and instruction."""
+    cpu_s = None
+    with contextlib.suppress(AttributeError, OSError, OverflowError):
+        cpu_s = time.clock_gettime(time.pthread_getcpuclockid(main))
+    frame = sys._current_frames().get(main)
+    return cpu_s, frame, -1 if frame is None else frame.f_lasti
 
 
-def _restore_here() -> None:
-    mask = getattr(_saved, "mask", None)
-    _saved.mask = None
+def _idle(before: tuple[float | None, Any, int], after: tuple[float | None, Any, int]) -> bool:
+    """Whether the main thread ran no code between the two: no CPU time (a thread asleep in
+    a call uses none), else the same frame at the same instruction."""
+    if before[0] is not None and after[0] is not None:
+        return after[0] - before[0] < IDLE_CPU_S
+    return before[1:] == after[1:] and before[1] is not None
+
+
+def _unblock_unless_in(mask: Any) -> None:
     if mask is not None and signal.SIGTERM not in mask:  # the program's own block stays
         with contextlib.suppress(ValueError, OSError):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -143,24 +195,33 @@ def _close_write_end(write: int) -> None:
     except (ValueError, OSError):
         closable = False
     if closable:
-        with contextlib.suppress(OSError):
-            os.close(write)
+        _drop(write)
         return
+    global _parked
     with contextlib.suppress(OSError):
         nowhere = os.open(os.devnull, os.O_WRONLY | os.O_NONBLOCK)
         os.dup2(nowhere, write, inheritable=False)
         os.close(nowhere)
+        if _parked is None:
+            _parked = write
 
 
 def _before_fork() -> None:
+    _fork.mask = None
     if _pipe is not None:
-        _block_here()
+        with contextlib.suppress(ValueError, OSError):
+            _fork.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _after_fork_in_parent() -> None:
+    mask, _fork.mask = getattr(_fork, "mask", None), None
+    _unblock_unless_in(mask)
 
 
 def _after_fork_in_child() -> None:
-    # The watcher does not exist in a child; the locks may have been held at the fork.
-    global _pipe, _lock, _begun
-    _lock, _begun = threading.Lock(), threading.Event()
+    # The watcher does not exist in a child; the lock may have been held at the fork.
+    global _pipe, _lock, _begun, _handler_mask, _parked
+    _lock, _begun, _handler_mask, _parked = threading.RLock(), False, None, None
     if _pipe is not None:
         read, write = _pipe
         _pipe = None
@@ -171,12 +232,12 @@ def _after_fork_in_child() -> None:
             os.dup2(nowhere, write, inheritable=False)
             os.close(nowhere)
         _close_write_end(write)
-    _restore_here()  # a SIGTERM sent meanwhile is handled now
+    _after_fork_in_parent()  # the mask as before the fork: a SIGTERM sent meanwhile lands
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork,
-        after_in_parent=_restore_here,
+        after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )
