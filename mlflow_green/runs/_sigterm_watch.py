@@ -10,9 +10,13 @@ would live on. So while that handler stands in, the signal module also writes ea
 signal's number to a pipe (``signal.set_wakeup_fd``), and a thread watching it sends
 SIGTERM again to the main thread (``pthread_kill``, which ends such a wait) when the
 handler has not begun within :data:`GRACE_S`, provided ours was the handler both
-when the signal was read and after the wait (a program's own handler, set for a
-while, may have taken it). Not started where a wakeup fd is set already (asyncio's,
-trio's) or where there is no ``pthread_kill`` (Windows).
+when the signal was read and after the wait, and the main thread ran no code
+meanwhile (no CPU time; else the same frame and instruction): a thread that ran
+code has handled the signal, so a program's own handler, set for a while, took it.
+A program that takes the signal with its own handler, puts ours back and then
+sleeps in one call for the whole grace, all before the watcher reads the signal,
+gets it again: the one case left. Not started where a wakeup fd is set already
+(asyncio's, trio's) or where there is no ``pthread_kill`` (Windows).
 
 Around a fork, SIGTERM is blocked in the forking thread (a child's only thread): a
 child caught by it before its at-fork handlers run would lose it (Python forgets
