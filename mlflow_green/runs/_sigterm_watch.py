@@ -202,12 +202,19 @@ def _close_write_end(write: int) -> None:
         _drop(write)
         return
     global _parked
-    with contextlib.suppress(OSError):
+    if _lead_nowhere(write) and _parked is None:
+        _parked = write
+
+
+def _lead_nowhere(write: int) -> bool:
+    """Point the number ``write`` at ``/dev/null`` (non-blocking, as a wakeup fd must be)."""
+    try:
         nowhere = os.open(os.devnull, os.O_WRONLY | os.O_NONBLOCK)
         os.dup2(nowhere, write, inheritable=False)
         os.close(nowhere)
-        if _parked is None:
-            _parked = write
+    except OSError:
+        return False
+    return True
 
 
 def _before_fork() -> None:
@@ -226,16 +233,12 @@ def _after_fork_in_child() -> None:
     # The watcher does not exist in a child; the lock may have been held at the fork.
     global _pipe, _lock, _begun, _handler_mask, _parked
     _lock, _begun, _handler_mask, _parked = threading.RLock(), False, None, None
-    if _pipe is not None:
+    if _pipe is not None:  # this child's signals must never reach the parent's watcher
         read, write = _pipe
         _pipe = None
         with contextlib.suppress(OSError):
             os.close(read)
-        with contextlib.suppress(OSError):  # first of all, this child's signals go nowhere
-            nowhere = os.open(os.devnull, os.O_WRONLY | os.O_NONBLOCK)
-            os.dup2(nowhere, write, inheritable=False)
-            os.close(nowhere)
-        _close_write_end(write)
+        _close_write_end(write)  # closed, or led to /dev/null (SIGTERM is blocked until then)
     _after_fork_in_parent()  # the mask as before the fork: a SIGTERM sent meanwhile lands
 
 

@@ -6,7 +6,7 @@ metric and tag names of DESIGN.md's public contract, in one place.
 
 from __future__ import annotations
 
-from mlflow_green.measure.footprint import FOOTPRINT_FIGURES
+from mlflow_green.measure.footprint import FOOTPRINT_FIGURES, Figure
 from mlflow_green.measure.meters import DOMAINS
 from mlflow_green.measure.report import EnergyReport, or_unknown
 
@@ -44,9 +44,14 @@ FOOTPRINT_METRICS = {name: f"green/{name}" for name in FOOTPRINT_FIGURES}
 def footprint_metrics(report: EnergyReport) -> dict[str, float]:
     """``green/cost``, ``green/water_l``, ``green/embodied_co2eq_kg``: each only when its
     settings were given (an unknown figure is no metric, never 0)."""
+    return figure_metrics(report.footprint_figures)
+
+
+def figure_metrics(figures: dict[str, Figure]) -> dict[str, float]:
+    """The metric of each footprint figure (``Footprint.figures``) that is known."""
     return {
         FOOTPRINT_METRICS[name]: figure.value
-        for name, figure in report.footprint_figures.items()
+        for name, figure in figures.items()
         if figure.value is not None
     }
 

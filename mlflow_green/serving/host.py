@@ -256,15 +256,11 @@ def _footprint(
     """The session's cost, water and embodied emissions (each only when its settings were
     given, as on a training run) and its SCI per 1,000 predictions and per output token."""
     from mlflow_green.measure.sci import PER_1K_QUERIES, PER_TOKEN, sci
-    from mlflow_green.runs.names import FOOTPRINT_METRICS
+    from mlflow_green.runs.names import figure_metrics
 
     device_kwh = sum(joules.values()) / J_PER_KWH  # the devices' own draw, no PUE
     figures = report.footprint.figures(kwh, device_kwh, duration_s)
-    out = {
-        FOOTPRINT_METRICS[name]: figure.value
-        for name, figure in figures.items()
-        if figure.value is not None
-    }
+    out = figure_metrics(figures)
     embodied = figures["embodied_co2eq_kg"].value
     for key, units, unit in (
         ("green/serving/sci_g_per_1k", counts.predictions / 1000.0, PER_1K_QUERIES),
